@@ -1,0 +1,230 @@
+"""Text decoding for causal language models: a short loop and a chain of processors.
+
+``generate_ids`` runs the model with a KV cache (prefill the prompts once, then
+one token per step) and yields each step's tokens; ``generate_text`` adds the
+tokenizer: batched prompts, stop strings, and streaming text pieces.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..nn.attention import padded_causal_mask
+from ..tokenizers import Tokenizer
+from . import processors as P
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 200
+    temperature: float = 1.0        # 0 means greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    stop_at_eos: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if any(s == "" for s in self.stop):
+            raise ConfigError("stop strings must not be empty")
+
+    def processors(self) -> list[P.Processor]:
+        chain: list[P.Processor] = []
+        if self.repetition_penalty != 1.0:
+            chain.append(P.repetition_penalty(self.repetition_penalty))
+        if not self.greedy:
+            if self.temperature != 1.0:
+                chain.append(P.temperature(self.temperature))
+            if self.top_k is not None:
+                chain.append(P.top_k(self.top_k))
+            if self.top_p is not None and self.top_p < 1.0:
+                chain.append(P.top_p(self.top_p))
+        return chain
+
+
+def fit_prompts(prompts: list[list[int]], context: int, bos_id: int) -> list[list[int]]:
+    """Left-truncate prompts to ``context - 1`` tokens (warning), start empty ones with ``bos_id``."""
+    out = []
+    for ids in prompts:
+        if not ids:
+            ids = [bos_id]
+        if len(ids) > context - 1:
+            warnings.warn(f"prompt of {len(ids)} tokens exceeds the model's context of {context}; "
+                          f"keeping its last {context - 1} tokens", stacklevel=3)
+            ids = ids[-(context - 1):]
+        out.append(ids)
+    return out
+
+
+@torch.inference_mode()
+def generate_ids(model: nn.Module, prompts: list[list[int]], cfg: GenerationConfig,
+                 generator: torch.Generator | None = None) -> Iterator[Tensor]:
+    """Yield the (B,) next tokens of each step for left-padded ``prompts``.
+
+    The caller decides when to stop (it simply stops iterating). When the
+    context fills up the cache is rebuilt from the last 3/4 of the window.
+    """
+    context = model.config.block_size
+    device = next(model.parameters()).device
+    B = len(prompts)
+    lengths = torch.tensor([len(p) for p in prompts])
+    width = int(lengths.max())
+    idx = torch.zeros(B, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        idx[i, width - len(p):] = torch.tensor(p)
+    idx = idx.to(device)
+    valid = (torch.arange(width) >= (width - lengths)[:, None]).to(device)  # (B, S) real tokens
+    padded = bool((lengths != width).any())
+    seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+    seen.scatter_(1, idx, valid)
+    chain = cfg.processors()
+
+    def prefill(tokens: Tensor, valid: Tensor) -> tuple[Tensor, object]:
+        cache = model.new_cache(B)
+        if not padded:
+            return model(tokens, cache=cache, last_only=True)[:, -1], cache
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        return model(tokens, cache=cache, positions=positions, mask=padded_causal_mask(valid),
+                     last_only=True)[:, -1], cache
+
+    logits, cache = prefill(idx, valid)
+    history, next_pos = idx, valid.long().sum(1)  # per-row position of the next token
+    while True:
+        for proc in chain:
+            logits = proc(logits, seen)
+        if cfg.greedy:
+            token = logits.argmax(-1)
+        else:
+            token = torch.multinomial(logits.float().softmax(-1), 1, generator=generator).squeeze(1)
+        yield token
+        seen[torch.arange(B, device=device), token] = True
+        history = torch.cat([history, token[:, None]], 1)
+        valid = torch.cat([valid, valid.new_ones(B, 1)], 1)
+        if cache.length >= context:  # window full: keep the last 3/4 and rebuild the cache
+            keep = context * 3 // 4
+            history, valid = history[:, -keep:], valid[:, -keep:]
+            padded = bool((~valid).any())
+            logits, cache = prefill(history, valid)
+            next_pos = valid.long().sum(1)
+            continue
+        if padded:
+            logits = model(token[:, None], cache=cache, positions=next_pos[:, None],
+                           mask=valid[:, None, None, :])[:, -1]
+        else:
+            logits = model(token[:, None], cache=cache)[:, -1]
+        next_pos = next_pos + 1
+
+
+TextCallback = Callable[[int, str], bool | None]
+
+
+def stream_text(model: nn.Module, tokenizer: Tokenizer, prompts: list[str],
+                cfg: GenerationConfig) -> Iterator[tuple[int, str]]:
+    """Yield (row, text piece) as the continuations of ``prompts`` are produced.
+
+    The pieces of a row join to its final text: a tail that might still grow
+    into a stop string is held back until it is clear, and the text is cut
+    where a stop string begins.
+    """
+    cfg.validate()
+    was_training = model.training
+    model.eval()
+    generator = None
+    if cfg.seed is not None:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    ids = fit_prompts([tokenizer.encode(p) for p in prompts], model.config.block_size, tokenizer.eos_id)
+    decoders = [tokenizer.stream_decoder() for _ in prompts]
+    texts = ["" for _ in prompts]
+    shown = [0] * len(prompts)  # characters already yielded per row
+    done = [False] * len(prompts)
+
+    def take(row: int, upto: int) -> str:
+        piece = texts[row][shown[row]:upto]
+        shown[row] = max(shown[row], upto)
+        return piece
+
+    try:
+        steps = generate_ids(model, ids, cfg, generator) if cfg.max_new_tokens > 0 else iter(())
+        for n, tokens in enumerate(steps):
+            for row, token in enumerate(tokens.tolist()):
+                if done[row]:
+                    continue
+                if cfg.stop_at_eos and token == tokenizer.eos_id:
+                    done[row] = True
+                    upto = len(texts[row])
+                else:
+                    texts[row] += decoders[row].push(token)
+                    cut = _stop_index(texts[row], cfg.stop)
+                    if cut is not None:
+                        texts[row], done[row], upto = texts[row][:cut], True, cut
+                    else:  # hold back a tail that may still grow into a stop string
+                        upto = len(texts[row]) - _stop_prefix_len(texts[row], cfg.stop)
+                piece = take(row, upto)
+                if piece:
+                    yield row, piece
+            if all(done) or n + 1 >= cfg.max_new_tokens:
+                break
+        for row, dec in enumerate(decoders):
+            if not done[row]:
+                texts[row] += dec.flush()
+                cut = _stop_index(texts[row], cfg.stop)
+                texts[row] = texts[row] if cut is None else texts[row][:cut]
+            piece = take(row, len(texts[row]))
+            if piece:
+                yield row, piece
+    finally:
+        model.train(was_training)
+
+
+def generate_text(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], cfg: GenerationConfig,
+                  on_text: TextCallback | None = None) -> list[str]:
+    """Continue each prompt; returns the generated texts (without the prompts).
+
+    ``on_text(row, piece)`` sees the text as it is produced; returning False
+    from it cancels generation (what was produced so far is returned).
+    """
+    texts = ["" for _ in prompts]
+    stream = stream_text(model, tokenizer, prompts, cfg)
+    for row, piece in stream:
+        texts[row] += piece
+        if on_text is not None and on_text(row, piece) is False:
+            stream.close()
+            break
+    return texts
+
+
+def _stop_index(text: str, stops: list[str]) -> int | None:
+    """Where the first stop string starts in ``text``, or None."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of ``text`` that begins some stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best

@@ -1,0 +1,141 @@
+"""GPT: a pre-LayerNorm decoder-only Transformer language model.
+
+    tokens (B, T) -> embeddings (+ learned positions, or rotary in attention)
+      -> n_layer x [x + Attn(LN(x)), x + MLP(LN(x))] -> LN -> logits (B, T, V)
+
+Radford et al. 2019 (GPT-2) layout; output projection tied to the token
+embedding; residual projections scaled by 1/sqrt(2 n_layer) at init.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..nn.attention import KVCache, MultiHeadAttention
+from ..nn.embeddings import Rotary
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 0          # set from the tokenizer when 0
+    block_size: int = 256        # context window in tokens
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    bias: bool = True
+    pos: str = "learned"         # "learned" | "rotary"
+    rope_base: float = 10000.0
+    tie_embeddings: bool = True
+
+    def validate(self) -> None:
+        if self.vocab_size <= 0:
+            raise ConfigError("model.vocab_size must be positive")
+        for name in ("block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.pos not in ("learned", "rotary"):
+            raise ConfigError(f"model.pos must be 'learned' or 'rotary', got '{self.pos}'")
+        if self.pos == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError("rotary positions need an even head size (n_embd / n_head)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = MultiHeadAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, layer: int, mask: Tensor | None, rope, cache: KVCache | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), causal=True, mask=mask, rope=rope, cache=cache, layer=layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
+        self.rotary = (Rotary(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base)
+                       if cfg.pos == "rotary" else None)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.wpe is not None:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        cfg = self.config
+        p = self.wte.weight
+        return KVCache(cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size,
+                       cfg.n_embd // cfg.n_head, p.dtype, p.device)
+
+    def forward(self, idx: Tensor, *, cache: KVCache | None = None, positions: Tensor | None = None,
+                mask: Tensor | None = None, last_only: bool = False) -> Tensor:
+        """idx (B, T) token ids -> logits (B, T, V), or (B, 1, V) with ``last_only``.
+
+        With ``cache`` the tokens continue the cached sequence. ``positions``
+        ((T,) or per-row (B, T)) and ``mask`` (bool (B, 1, T, S)) serve
+        left-padded batches; by default positions continue from the cache.
+        """
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        if positions is None:
+            if past + T > self.config.block_size:
+                raise ValueError(f"sequence of {past + T} tokens exceeds the context of {self.config.block_size}")
+            positions = torch.arange(past, past + T, device=idx.device)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(positions)
+        rope = self.rotary(positions) if self.rotary is not None else None
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, i, mask, rope, cache)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.lm_head(self.ln_f(x))

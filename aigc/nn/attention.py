@@ -1,0 +1,131 @@
+"""Multi-head attention through ``F.scaled_dot_product_attention``, with a KV cache.
+
+One module serves self-attention (causal or not) and cross-attention, so the
+decoder-only GPT and the encoder-decoder translator share it. Shapes:
+B batch, T query length, S key length, H heads, D head size, C = H * D.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import apply_rotary
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: (L, B, H, max_len, D) each.
+
+    ``length`` counts the positions already written; a decoding step writes at
+    ``length`` and the model advances it once per forward (``advance``).
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        shape = (n_layer, batch, n_head, max_len, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, H, T, D) after the cached prefix; return the full (B, H, S, D) views."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; asked for {end}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (beam search reorders hypotheses)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """softmax(Q K^T / sqrt(D)) V over H heads, with fused Q/K/V projections."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 cross: bool = False) -> None:
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"width {d_model} is not divisible by {n_head} heads")
+        self.n_head, self.head_dim, self.cross = n_head, d_model // n_head, cross
+        if cross:
+            self.q = nn.Linear(d_model, d_model, bias=bias)
+            self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, H, T, D)
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, *, causal: bool = False, mask: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None, cache: KVCache | None = None,
+                layer: int = 0, memory: Tensor | None = None,
+                memory_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C).
+
+        Self-attention: ``causal`` masks the future; with ``cache`` the new keys
+        are appended and the queries attend to everything cached. ``mask`` is a
+        boolean (B|1, 1, T|1, S) "may attend" mask. Cross-attention attends to
+        ``memory`` (B, S, C), or to its precomputed ``memory_kv`` (B, H, S, D) pair.
+        """
+        B, T, C = x.shape
+        if self.cross:
+            q = self._heads(self.q(x))
+            k, v = memory_kv if memory_kv is not None else self.memory_kv(memory)
+            is_causal = False
+        else:
+            q, k, v = self._heads_qkv(x)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            past = cache.length if cache is not None else 0
+            if cache is not None:
+                k, v = cache.write(layer, k, v)
+            # A single new query may see every cached key; a block of queries
+            # after a non-empty cache needs an explicit offset causal mask.
+            is_causal = causal and mask is None and past == 0 and T > 1
+            if causal and mask is None and past > 0 and T > 1:
+                mask = _offset_causal(T, past + T, x.device)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+    def _heads_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of the cross-attended sequence, (B, H, S, D) each; compute once per input."""
+        B, S, C = memory.shape
+        kv = self.kv(memory).view(B, S, 2, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        return kv[0], kv[1]
+
+
+def _offset_causal(t_query: int, t_key: int, device: torch.device) -> Tensor:
+    """(1, 1, Tq, Tk) mask where query i (at absolute position Tk - Tq + i) sees keys <= it."""
+    q_pos = torch.arange(t_key - t_query, t_key, device=device).unsqueeze(1)
+    return (torch.arange(t_key, device=device).unsqueeze(0) <= q_pos).view(1, 1, t_query, t_key)
+
+
+def padded_causal_mask(valid: Tensor) -> Tensor:
+    """Causal mask for a left-padded batch: valid (B, S) bool of real tokens -> (B, 1, S, S).
+
+    Every query also sees itself, so padding rows never attend to nothing (NaN).
+    """
+    S = valid.size(1)
+    causal = torch.ones(S, S, dtype=torch.bool, device=valid.device).tril()
+    mask = causal & valid[:, None, :]
+    mask |= torch.eye(S, dtype=torch.bool, device=valid.device)
+    return mask.unsqueeze(1)

@@ -1,0 +1,164 @@
+"""Checkpoints: folders of safetensors + JSON, written atomically.
+
+Layout of a run folder::
+
+    RUN/checkpoints/step-00000500/   config.json, model.safetensors, [ema.safetensors],
+                                     optimizer.safetensors, trainer_state.json, extra files
+    RUN/latest -> checkpoints/step-…  (symlink, replaced atomically)
+    RUN/best   -> checkpoints/step-…
+
+A checkpoint folder is written under a temporary name and renamed into place,
+and pointers are swapped with ``os.replace``, so a crash at any moment leaves
+every pointer on a complete checkpoint. Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ..errors import CheckpointError
+
+FORMAT = "aigc-checkpoint"
+VERSION = 1
+POINTERS = ("latest", "best")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_bytes(tmp, (json.dumps(obj, indent=2) + "\n").encode())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any],
+                    tensors: dict[str, dict[str, Tensor]], files: dict[str, str] | None = None,
+                    pointers: tuple[str, ...] = ("latest",)) -> Path:
+    """Write ``RUN/checkpoints/step-N`` atomically and point ``pointers`` at it.
+
+    ``tensors`` maps a file stem ("model", "ema", "optimizer") to its tensors;
+    ``meta`` goes into ``config.json``; ``files`` are extra text files (e.g. the
+    tokenizer and the trainer state).
+    """
+    run_dir = Path(run_dir)
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    config = {"format": FORMAT, "version": VERSION, "kind": kind, "step": step, **meta}
+    _write_bytes(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    for stem, tdict in tensors.items():
+        save_file({k: v.contiguous() for k, v in tdict.items()}, str(tmp / f"{stem}.safetensors"))
+        with open(tmp / f"{stem}.safetensors", "rb") as f:
+            os.fsync(f.fileno())
+    for name, text in (files or {}).items():
+        _write_bytes(tmp / name, text.encode())
+    _fsync_dir(tmp)
+    if final.exists():  # the same step written again (a resumed run): swap it out
+        trash = root / f".trash-{final.name}-{os.getpid()}"
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(root)
+    for name in pointers:
+        set_pointer(run_dir, name, final)
+    return final
+
+
+def set_pointer(run_dir: Path, name: str, target: Path) -> None:
+    """Atomically make ``RUN/name`` a relative symlink to checkpoint ``target``."""
+    link = Path(run_dir) / name
+    tmp = link.with_name(f".{name}.tmp-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(os.path.relpath(target, run_dir), tmp)
+    os.replace(tmp, link)
+    _fsync_dir(Path(run_dir))
+
+
+def prune(run_dir: Path) -> None:
+    """Delete checkpoints no pointer refers to, and leftovers of interrupted writes."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return
+    keep = {(Path(run_dir) / p).resolve() for p in POINTERS if (Path(run_dir) / p).exists()}
+    for child in root.iterdir():
+        if child.resolve() not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / "latest").exists()
+
+
+def resolve(path: Path | str, prefer: tuple[str, ...] = ("best", "latest")) -> Path:
+    """A checkpoint folder from a checkpoint folder or a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"'{path}' does not exist; pass a run folder made by 'aigc train' or a checkpoint folder")
+    if (path / "config.json").is_file():
+        return path
+    for name in prefer:
+        if (path / name).exists():
+            return (path / name).resolve()
+    raise CheckpointError(f"'{path}' holds no checkpoint (no config.json, no latest/ or best/); "
+                          "train a model into it first")
+
+
+def read_config(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's config.json, checked to be one of ours."""
+    try:
+        config = json.loads((Path(ckpt) / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint '{ckpt}' has no config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"checkpoint '{ckpt}' has a corrupt config.json") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"'{ckpt}' is not an aigc checkpoint (its config.json lacks format '{FORMAT}')")
+    if config.get("version", 0) > VERSION:
+        raise CheckpointError(f"checkpoint '{ckpt}' has format version {config['version']}; "
+                              f"this aigc reads up to {VERSION}: upgrade aigc")
+    return config
+
+
+def read_tensors(ckpt: Path, stem: str) -> dict[str, Tensor]:
+    path = Path(ckpt) / f"{stem}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{ckpt}' has no {path.name}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint file '{path}' is corrupt ({exc})") from None
+
+
+def read_text(ckpt: Path, name: str) -> str:
+    path = Path(ckpt) / name
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{ckpt}' has no {name}")
+    return path.read_text(encoding="utf-8")

@@ -1,0 +1,247 @@
+"""A model-agnostic training loop (minGPT style: the objective is injected).
+
+The trainer owns everything that is not the model: AdamW and its schedule,
+gradient accumulation and clipping, EMA, mixed precision on GPUs, DDP,
+periodic validation, metrics, the progress bar and checkpoints with exact
+resume. It never learns what it trains: the caller passes
+
+* ``objective(model, batch) -> scalar loss``;
+* a ``source`` with ``batch(step, rows)``: rows ``rows`` of the global batch
+  of optimizer step ``step``. A batch is a pure function of the step, so
+  resuming needs no data position and any (world size x accumulation) split
+  sees the same global batch;
+* optionally ``evaluate(model) -> {"val_loss": ...}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..errors import CheckpointError, ConfigError
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed
+from .ema import EMA
+from .metrics import MetricsLog
+from .optim import lr_at, make_adamw
+from .state import load_unique_state, optimizer_from_flat, optimizer_to_flat, unique_state
+
+
+class BatchSource(Protocol):
+    items_per_row: int  # e.g. tokens per sequence, for throughput
+
+    def batch(self, step: int, rows: slice) -> Any: ...
+
+
+Objective = Callable[[nn.Module, Any], Tensor]
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A per-(step, rank) seed, so dropout does not depend on what ran before."""
+    return (seed * 1_000_003 + step * 9_176 + rank * 7_919) % (2**63 - 1)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, objective: Objective, source: BatchSource, cfg: TrainConfig,
+                 run_dir: Path, *, kind: str, meta: dict[str, Any], files: dict[str, str] | None = None,
+                 evaluate: Evaluate | None = None, progress: bool = True) -> None:
+        cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cfg, self.objective, self.source, self.evaluate = cfg, objective, source, evaluate
+        self.run_dir, self.kind, self.meta, self.files = Path(run_dir), kind, meta, files or {}
+        self.device = pick_device(cfg.device)
+        if cfg.precision == "bf16" and self.device.type == "cpu":
+            raise ConfigError("bf16 is far slower than fp32 on CPUs; use train.precision=fp32 on CPU")
+        self.amp = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
+        self.dist: Dist = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        per_step = self.dist.world * cfg.grad_accum
+        if cfg.batch_size % per_step:
+            raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by "
+                              f"processes x grad_accum ({self.dist.world} x {cfg.grad_accum})")
+        self.micro = cfg.batch_size // per_step
+        self.model = model.to(self.device)
+        self.wrapped = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
+        self.opt = make_adamw(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step, self.elapsed, self.planned = 0, 0.0, cfg.max_steps
+        self.best: float | None = None
+        self.log = MetricsLog(self.run_dir) if self.dist.main else None
+        self.progress = progress and self.dist.main
+
+    # ---- checkpoints -------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best}
+
+    def save(self, pointers: tuple[str, ...] = ("latest",)) -> Path | None:
+        if not self.dist.main:
+            return None
+        opt_tensors, opt_meta = optimizer_to_flat(self.opt)
+        tensors = {"model": unique_state(self.model), "optimizer": opt_tensors}
+        if self.ema is not None:
+            tensors["ema"] = self.ema.state()
+        files = dict(self.files)
+        files["trainer_state.json"] = json.dumps({**self._state(), "optimizer": opt_meta}, indent=1)
+        meta = {**self.meta, "train": asdict(self.cfg)}
+        path = ckpt.save_checkpoint(self.run_dir, self.step, kind=self.kind, meta=meta,
+                                    tensors=tensors, files=files, pointers=pointers)
+        ckpt.prune(self.run_dir)
+        return path
+
+    def resume(self) -> None:
+        """Continue from ``RUN/latest``: weights, optimizer, EMA, step, clock, best score."""
+        path = ckpt.resolve(self.run_dir, prefer=("latest",))
+        ckpt.read_config(path)
+        load_unique_state(self.model, ckpt.read_tensors(path, "model"))
+        try:
+            state = json.loads(ckpt.read_text(path, "trainer_state.json"))
+        except json.JSONDecodeError:
+            raise CheckpointError(f"checkpoint '{path}' has a corrupt trainer_state.json") from None
+        optimizer_from_flat(self.opt, ckpt.read_tensors(path, "optimizer"), state["optimizer"])
+        if self.ema is not None and (path / "ema.safetensors").exists():
+            self.ema.load(ckpt.read_tensors(path, "ema"))
+        self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
+        self.planned = min(state["planned"], self.cfg.max_steps) if self.cfg.max_minutes else self.cfg.max_steps
+        if self.log is not None:
+            self.log.truncate_after(self.step)
+
+    # ---- the loop -----------------------------------------------------------------
+    def _improved(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        return value < self.best if self.cfg.best_mode == "min" else value > self.best
+
+    def _validate(self) -> dict[str, float]:
+        if self.evaluate is None or not self.dist.main:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            result = self.evaluate(self.model)
+        self.model.train()
+        return result
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _checkpoint(self) -> dict[str, float]:
+        scores = self._validate()
+        pointers = ("latest",)
+        if self.dist.main:
+            value = scores.get(self.cfg.best_metric)
+            if value is None or self._improved(value):
+                pointers = ("latest", "best")
+                if value is not None:
+                    self.best = value
+            self.save(pointers)
+            if scores:
+                self.log.write({"step": self.step, **scores})
+            self.log.plot()
+        barrier(self.dist)
+        return scores
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train until max_steps, the time budget, or ``stop_at`` (then checkpoint and return)."""
+        cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
+        tokens_per_step = cfg.batch_size * self.source.items_per_row
+        self.model.train()
+        bar = tqdm(total=self.planned, initial=self.step, disable=not self.progress,
+                   dynamic_ncols=True, unit="step")
+        t_start, start_step, prior = time.perf_counter(), self.step, self.elapsed
+        window_t, window_step = t_start, self.step
+        scores: dict[str, float] = {}
+        last_loss = float("nan")
+        try:
+            while self.step < self.planned and (stop_at is None or self.step < stop_at):
+                torch.manual_seed(step_seed(cfg.seed, self.step, rank))
+                lr = lr_at(self.step, schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr,
+                           warmup=cfg.warmup_steps, total=self.planned)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), device=self.device)
+                for m in range(cfg.grad_accum):
+                    first = (m * world + rank) * self.micro
+                    batch = _to(self.source.batch(self.step, slice(first, first + self.micro)), self.device)
+                    sync = m == cfg.grad_accum - 1 or not self.dist.enabled
+                    with (contextlib.nullcontext() if sync else self.wrapped.no_sync()), self._autocast():
+                        loss = self.objective(self.wrapped, batch) / cfg.grad_accum
+                    loss.backward()
+                    loss_sum += loss.detach()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.step += 1
+                now = time.perf_counter()
+                self.elapsed = prior + (now - t_start)
+                if cfg.max_minutes is not None:
+                    self._fit_budget(now - t_start, self.step - start_step)
+                done = self.step >= self.planned or (stop_at is not None and self.step >= stop_at)
+                if self.step % cfg.log_interval == 0 or done:
+                    last_loss = all_mean(loss_sum, self.dist).item()
+                    rate = tokens_per_step * (self.step - window_step) / max(now - window_t, 1e-9)
+                    window_t, window_step = now, self.step
+                    if self.log is not None:
+                        self.log.write({"step": self.step, "loss": last_loss, "lr": lr,
+                                        "tokens_per_s": rate, "elapsed_s": round(self.elapsed, 3)})
+                    bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+                bar.total = self.planned
+                bar.update(1)
+                if self.step % cfg.eval_interval == 0 or done:
+                    scores = self._checkpoint()
+                    if scores:
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        except KeyboardInterrupt:
+            if not self.dist.enabled and self.step > 0:
+                self.save()
+                bar.write(f"interrupted: saved step {self.step} to {self.run_dir}/latest")
+            raise
+        finally:
+            bar.close()
+        if self.step > 0 and not (self.run_dir / "latest").exists() and self.dist.main:
+            self._checkpoint()
+        return {"step": self.step, "loss": last_loss, "elapsed_s": self.elapsed, "best": self.best, **scores}
+
+    def _fit_budget(self, run_seconds: float, run_steps: int) -> None:
+        """Refit the planned step count to the wall-clock budget; every rank follows rank 0."""
+        budget = self.cfg.max_minutes * 60.0
+        if self.elapsed >= budget:
+            planned = float(self.step)
+        else:
+            per_step = run_seconds / max(run_steps, 1)
+            planned = float(min(self.cfg.max_steps, self.step + max(1, int((budget - self.elapsed) / per_step))))
+        self.planned = int(broadcast_floats([planned], self.dist)[0])
