@@ -10,8 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.16 vendors click under typer._click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
 
 from .errors import AigcError, ConfigError
 
@@ -86,6 +90,8 @@ def train_text_cmd(
     else:
         cfg = recipe.build_config(preset, data, overrides)
     result = recipe.train_text(cfg, out, resume=resume, stop_at=stop_at, progress=progress)
+    if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
+        return
     if as_json:
         emit_json(result)
     else:
@@ -200,12 +206,14 @@ def main() -> None:
     """Entry point: usage errors and AigcError exit 2 with one sentence; Ctrl-C exits 130."""
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
+    except click_errors.ClickException as exc:
+        message = exc.format_message().strip()
+        if message:  # (help shown for a bare group has no message)
+            print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except AigcError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from ..objectives.lm import next_token_loss
 from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
+from ..train.ddp import shutdown
 from ..train.trainer import Trainer
 
 KIND = "gpt"
@@ -116,7 +117,10 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
         progress=progress)
     if resume:
         trainer.resume()
-    result = trainer.fit(stop_at=stop_at)
+    try:
+        result = trainer.fit(stop_at=stop_at)
+    finally:
+        shutdown(trainer.dist)
     return {"run": str(out), "params": model.num_params(), "train_tokens": train_tokens.numel(),
             "val_tokens": val_tokens.numel(), **result}
 

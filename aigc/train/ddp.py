@@ -51,6 +51,17 @@ def broadcast_floats(values: list[float], info: Dist) -> list[float]:
     return t.tolist()
 
 
+def ranks_in_sync(model: torch.nn.Module, info: Dist) -> bool:
+    """True when every rank holds exactly rank 0's weights (DDP's promise, checked)."""
+    worst = torch.zeros(())
+    for p in model.parameters():
+        ref = p.detach().clone()
+        dist.broadcast(ref, src=0)
+        worst = torch.maximum(worst, (p.detach() - ref).abs().max().cpu())
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return worst.item() == 0.0
+
+
 def barrier(info: Dist) -> None:
     if info.enabled:
         dist.barrier()

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed
+from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed, ranks_in_sync
 from .ema import EMA
 from .metrics import MetricsLog
 from .optim import lr_at, make_adamw
@@ -234,7 +234,11 @@ class Trainer:
             bar.close()
         if self.step > 0 and not (self.run_dir / "latest").exists() and self.dist.main:
             self._checkpoint()
-        return {"step": self.step, "loss": last_loss, "elapsed_s": self.elapsed, "best": self.best, **scores}
+        result = {"step": self.step, "loss": last_loss, "elapsed_s": self.elapsed, "best": self.best,
+                  "rank": self.dist.rank, "world": self.dist.world, **scores}
+        if self.dist.enabled:
+            result["ranks_in_sync"] = ranks_in_sync(self.model, self.dist)
+        return result
 
     def _fit_budget(self, run_seconds: float, run_steps: int) -> None:
         """Refit the planned step count to the wall-clock budget; every rank follows rank 0."""

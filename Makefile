@@ -1,0 +1,35 @@
+# make demo : set up this machine (venv, package, embedded data) and run the main job
+# make test : set up, then run the test suite
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DEMO    := runs/demo
+MINUTES ?= 3
+
+.PHONY: demo test setup data bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+data:
+	@bash scripts/install-data.sh
+
+demo: setup
+	rm -rf $(DEMO)
+	.venv/bin/aigc train text --data fortunes --preset small --out $(DEMO) --max-minutes $(MINUTES)
+	.venv/bin/aigc eval text --model $(DEMO)
+	.venv/bin/aigc generate text --model $(DEMO) --num-samples 3 --max-new-tokens 300 --temperature 0.8 --seed 0 "Q: "
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/text_lm.py
+
+clean:
+	rm -rf .venv runs build *.egg-info
