@@ -1,0 +1,160 @@
+"""Decoding for encoder-decoder models: greedy and batched beam search.
+
+The source is encoded once; each decoder layer's cross-attention keys/values
+are computed once per sentence; the decoder's self-attention keys/values grow
+in a KV cache that beam search reorders as hypotheses are kept or dropped.
+Finished sentences leave the batch, so work shrinks as decoding proceeds.
+
+Scores are summed log-probabilities; beam search ranks finished hypotheses by
+the GNMT length penalty (Wu et al. 2016): score / ((5 + |Y|) / 6) ** alpha,
+where |Y| counts the generated tokens including the end token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]      # generated ids, without the start token and without the end token
+    score: float           # summed log-probability (end token included when it was produced)
+    normalized: float      # score after the length penalty: what beam search ranks by
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 4
+    length_penalty: float = 0.6   # GNMT alpha; 0 ranks by raw log-probability
+    max_len_a: float = 1.5        # max target length = a * source length + b
+    max_len_b: int = 10
+    early_stopping: bool = True   # stop a sentence once it has `beam` finished hypotheses
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _max_lengths(src: Tensor, pad_id: int, cfg: DecodeConfig, cap: int) -> list[int]:
+    src_len = (src != pad_id).sum(1).tolist()
+    return [max(1, min(cap, int(cfg.max_len_a * n + cfg.max_len_b))) for n in src_len]
+
+
+@torch.inference_mode()
+def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
+                cfg: DecodeConfig = DecodeConfig(), use_cache: bool = True) -> list[Hypothesis]:
+    """Best hypothesis for each source row of src (B, S) (padded with the model's pad id).
+
+    ``use_cache=False`` recomputes the whole prefix every step (for testing the cache).
+    """
+    K, V = cfg.beam, model.config.vocab_size
+    B = src.size(0)
+    device = src.device
+    memory, src_mask = model.encode(src)
+    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
+    steps = max(max_lens)
+    # Every sentence gets K rows (beams); row b*K + k is beam k of sentence b.
+    expand = torch.arange(B, device=device).repeat_interleave(K)
+    kv = [(k.index_select(0, expand), v.index_select(0, expand)) for k, v in model.memory_kv(memory)]
+    src_mask = src_mask.index_select(0, expand)
+    cache = model.new_cache(B * K, steps + 1) if use_cache else None
+    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    active = list(range(B))  # sentence ids of the rows still decoding, in order
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    for t in range(steps):
+        step_in = tokens[:, -1:] if use_cache else tokens
+        logits = model.decode(step_in, kv, src_mask, cache)[:, -1]  # (n*K, V)
+        n = len(active)
+        logp = torch.log_softmax(logits.float(), -1).view(n, K, V)
+        cand = (scores.unsqueeze(-1) + logp).view(n, K * V)
+        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (n, 2K): enough to keep K alive
+        top_beam, top_tok = top_idx // V, top_idx % V
+        keep_rows, keep_tok, keep_score, still = [], [], [], []
+        ts, tb, tt = top_scores.tolist(), top_beam.tolist(), top_tok.tolist()
+        length = t + 1
+        penalty = length_penalty(length, cfg.length_penalty)
+        for i, b in enumerate(active):
+            alive = []
+            for rank, (s, beam, tok) in enumerate(zip(ts[i], tb[i], tt[i])):
+                if s == float("-inf"):
+                    break
+                if tok != eos_id:
+                    alive.append((i * K + beam, tok, s))
+                    if len(alive) == K:
+                        break
+                elif rank < K:  # an end token counts only among the K best candidates
+                    finished[b].append(Hypothesis(tokens[i * K + beam, 1:].tolist(), s, s / penalty))
+            if length >= max_lens[b]:  # out of room: the alive beams end here
+                finished[b] += [Hypothesis(tokens[row, 1:].tolist() + [tok], s, s / penalty)
+                                for row, tok, s in alive]
+            elif not _done(finished[b], alive, max_lens[b], cfg):
+                still.append(i)
+                keep_rows += [r for r, _, _ in alive]
+                keep_tok += [tok for _, tok, _ in alive]
+                keep_score.append([s for _, _, s in alive])
+        if not still:
+            break
+        index = torch.tensor(keep_rows, device=device)
+        tokens = torch.cat([tokens.index_select(0, index), torch.tensor(keep_tok, device=device)[:, None]], 1)
+        scores = torch.tensor(keep_score, device=device)
+        if len(still) != len(active):  # sentences left: drop their rows of the source side
+            rows = torch.tensor([i * K + k for i in still for k in range(K)], device=device)
+            kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
+            src_mask = src_mask.index_select(0, rows)
+        if cache is not None:
+            cache.reorder(index)
+        active = [active[i] for i in still]
+    return [max(h, key=lambda x: x.normalized) for h in finished]
+
+
+def _done(finished: list[Hypothesis], alive: list, max_len: int, cfg: DecodeConfig) -> bool:
+    """Whether a sentence can stop: K finished hypotheses, or none alive could beat the best."""
+    if not alive:
+        return True
+    K = cfg.beam
+    if len(finished) < K:
+        return False
+    if cfg.early_stopping:
+        return True
+    best_alive = max(s for _, _, s in alive)
+    # log-probabilities only fall, so the best an alive beam can reach is its score now,
+    # divided by the penalty of the longest length it may still grow to
+    bound = best_alive / length_penalty(max_len, max(cfg.length_penalty, 0.0))
+    return max(h.normalized for h in finished) >= bound
+
+
+@torch.inference_mode()
+def greedy_decode(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
+                  cfg: DecodeConfig = DecodeConfig(beam=1)) -> list[Hypothesis]:
+    """Most likely next token at every step, for each row of src (B, S)."""
+    B, device = src.size(0), src.device
+    memory, src_mask = model.encode(src)
+    kv = model.memory_kv(memory)
+    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
+    cache = model.new_cache(B, max(max_lens) + 1)
+    token = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in range(B)]
+    score = [0.0] * B
+    ended = [False] * B
+    saw_eos = [False] * B
+    for t in range(max(max_lens)):
+        logp = torch.log_softmax(model.decode(token, kv, src_mask, cache)[:, -1].float(), -1)
+        best, token = logp.max(-1)
+        for b, (tok, s) in enumerate(zip(token.tolist(), best.tolist())):
+            if ended[b]:
+                continue
+            score[b] += s
+            if tok == eos_id:
+                ended[b] = saw_eos[b] = True
+            else:
+                out[b].append(tok)
+                ended[b] = len(out[b]) >= max_lens[b]
+        if all(ended):
+            break
+        token = token[:, None]
+    return [Hypothesis(o, s, s / length_penalty(len(o) + int(e), cfg.length_penalty))
+            for o, s, e in zip(out, score, saw_eos)]

@@ -1,0 +1,190 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al. 2017).
+
+    src (B, S) -> embed * sqrt(C) + sinusoid -> N x EncoderLayer -> memory (B, S, C)
+    tgt (B, T) -> embed * sqrt(C) + sinusoid -> N x DecoderLayer(memory) -> logits (B, T, V)
+
+EncoderLayer: self-attention over the source (padding masked) + feed-forward.
+DecoderLayer: causal self-attention + cross-attention over ``memory`` + feed-forward.
+Residual connections with LayerNorm before (pre-norm) or after (post-norm, the
+paper's layout) each sub-layer. One vocabulary for both languages; the source
+embedding, target embedding and output projection can share one matrix.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..nn.attention import KVCache, MultiHeadAttention
+from ..nn.embeddings import sinusoidal_table
+
+
+@dataclass
+class Seq2SeqConfig:
+    vocab_size: int = 0        # shared source/target vocabulary; set from the tokenizer when 0
+    pad_id: int = 0
+    max_len: int = 256         # longest source or target sequence, in tokens
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    d_model: int = 512
+    n_head: int = 8
+    d_ff: int = 2048
+    dropout: float = 0.1
+    activation: str = "relu"   # relu | gelu
+    norm: str = "pre"          # pre | post
+    tie_embeddings: bool = True
+    bias: bool = True
+
+    def validate(self) -> None:
+        if self.vocab_size <= 0:
+            raise ConfigError("model.vocab_size must be positive")
+        for name in ("max_len", "n_encoder_layers", "n_decoder_layers", "d_model", "n_head", "d_ff"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
+        if self.norm not in ("pre", "post"):
+            raise ConfigError(f"model.norm must be 'pre' or 'post', got '{self.norm}'")
+        if self.activation not in ("relu", "gelu"):
+            raise ConfigError(f"model.activation must be 'relu' or 'gelu', got '{self.activation}'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ConfigError(f"model.pad_id {self.pad_id} is outside the vocabulary")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU(approximate="tanh")
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(self.dropout(self.act(self.fc(x)))))
+
+
+class Residual(nn.Module):
+    """x + sublayer(LN(x)) (pre-norm) or LN(x + sublayer(x)) (post-norm)."""
+
+    def __init__(self, d_model: int, pre: bool) -> None:
+        super().__init__()
+        self.norm, self.pre = nn.LayerNorm(d_model), pre
+
+    def forward(self, x: Tensor, sublayer) -> Tensor:
+        if self.pre:
+            return x + sublayer(self.norm(x))
+        return self.norm(x + sublayer(x))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias)
+        self.ff = FeedForward(cfg)
+        self.res_attn, self.res_ff = Residual(cfg.d_model, pre), Residual(cfg.d_model, pre)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        x = self.res_attn(x, lambda h: self.attn(h, mask=src_mask))
+        return self.res_ff(x, self.ff)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias, cross=True)
+        self.ff = FeedForward(cfg)
+        self.res_self, self.res_cross, self.res_ff = (Residual(cfg.d_model, pre) for _ in range(3))
+
+    def forward(self, x: Tensor, layer: int, memory_kv: tuple[Tensor, Tensor], src_mask: Tensor,
+                cache: KVCache | None, tgt_mask: Tensor | None) -> Tensor:
+        x = self.res_self(x, lambda h: self.self_attn(h, causal=True, mask=tgt_mask, cache=cache, layer=layer))
+        x = self.res_cross(x, lambda h: self.cross_attn(h, memory_kv=memory_kv, mask=src_mask))
+        return self.res_ff(x, self.ff)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.src_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tgt_embed = self.src_embed if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.register_buffer("positions", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        pre = cfg.norm == "pre"
+        self.enc_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.dec_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_weights()
+        if cfg.tie_embeddings:
+            self.out.weight = self.src_embed.weight
+
+    def _init_weights(self) -> None:
+        for name, p in self.named_parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        # Embeddings are scaled by sqrt(C) in forward, so start them at std C^-1/2.
+        nn.init.normal_(self.src_embed.weight, std=self.config.d_model ** -0.5)
+        if self.tgt_embed is not self.src_embed:
+            nn.init.normal_(self.tgt_embed.weight, std=self.config.d_model ** -0.5)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, table: nn.Embedding, ids: Tensor, start: int = 0) -> Tensor:
+        T = ids.size(1)
+        if start + T > self.config.max_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds model.max_len={self.config.max_len}")
+        x = table(ids) * math.sqrt(self.config.d_model) + self.positions[start:start + T]
+        return self.drop(x)
+
+    def source_mask(self, src: Tensor) -> Tensor:
+        """(B, 1, 1, S) True where a source token is real (not padding)."""
+        return (src != self.config.pad_id)[:, None, None, :]
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src (B, S) -> memory (B, S, C) and its padding mask (B, 1, 1, S)."""
+        mask = self.source_mask(src)
+        x = self._embed(self.src_embed, src)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.enc_norm(x), mask
+
+    def memory_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each decoder layer's cross-attention keys/values: computed once per source."""
+        return [layer.cross_attn.memory_kv(memory) for layer in self.decoder]
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        cfg = self.config
+        p = self.out.weight
+        return KVCache(cfg.n_decoder_layers, batch, cfg.n_head, max_len or cfg.max_len,
+                       cfg.d_model // cfg.n_head, p.dtype, p.device)
+
+    def decode(self, tgt: Tensor, memory_kv: list[tuple[Tensor, Tensor]], src_mask: Tensor,
+               cache: KVCache | None = None) -> Tensor:
+        """tgt (B, T) -> logits (B, T, V); with ``cache`` tgt continues the cached prefix."""
+        start = cache.length if cache is not None else 0
+        x = self._embed(self.tgt_embed, tgt, start)
+        for i, layer in enumerate(self.decoder):
+            x = layer(x, i, memory_kv[i], src_mask, cache, None)
+        if cache is not None:
+            cache.advance(tgt.size(1))
+        return self.out(self.dec_norm(x))
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), tgt input (B, T) -> logits (B, T, V)."""
+        memory, mask = self.encode(src)
+        return self.decode(tgt, self.memory_kv(memory), mask)
