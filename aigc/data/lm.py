@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
+
 
 class TokenWindows:
     def __init__(self, tokens: Tensor, block_size: int, batch_size: int, seed: int) -> None:
@@ -16,14 +18,20 @@ class TokenWindows:
             raise ValueError(f"{tokens.numel()} tokens cannot fill one window of {block_size + 1}")
         self.tokens = tokens
         self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
-        self.items_per_row = block_size
         self._span = torch.arange(block_size + 1)
 
-    def batch(self, step: int, rows: slice) -> tuple[Tensor, Tensor]:
-        """Inputs and next-token targets, (rows, T) each."""
+    def items(self, step: int) -> int:
+        return self.batch_size * self.block_size
+
+    def batch(self, step: int, part: int = 0, parts: int = 1) -> tuple[Tensor, Tensor]:
+        """Share ``part`` of ``parts`` of the step's windows: inputs and next-token targets, (rows, T) each."""
+        if self.batch_size % parts:
+            raise ConfigError(f"train.batch_size ({self.batch_size}) must be divisible by "
+                              f"processes x grad_accum ({parts})")
+        rows = self.batch_size // parts
         g = torch.Generator().manual_seed(self.seed * 104_729 + step)
         starts = torch.randint(0, self.tokens.numel() - self.block_size - 1, (self.batch_size,), generator=g)
-        window = self.tokens[starts[rows, None] + self._span].long()  # (rows, T+1)
+        window = self.tokens[starts[part * rows:(part + 1) * rows, None] + self._span].long()  # (rows, T+1)
         return window[:, :-1], window[:, 1:]
 
     def fixed_batches(self, n: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:

@@ -6,10 +6,11 @@ periodic validation, metrics, the progress bar and checkpoints with exact
 resume. It never learns what it trains: the caller passes
 
 * ``objective(model, batch) -> scalar loss``;
-* a ``source`` with ``batch(step, rows)``: rows ``rows`` of the global batch
-  of optimizer step ``step``. A batch is a pure function of the step, so
-  resuming needs no data position and any (world size x accumulation) split
-  sees the same global batch;
+* a ``source`` with ``batch(step, part, parts)``: share ``part`` of ``parts``
+  equal shares of the global batch of optimizer step ``step``, and
+  ``items(step)``: the tokens (or images) in that global batch. A batch is a
+  pure function of the step, so resuming needs no data position and any
+  (world size x accumulation) split sees the same global batch;
 * optionally ``evaluate(model) -> {"val_loss": ...}``.
 """
 from __future__ import annotations
@@ -38,9 +39,9 @@ from .state import load_unique_state, optimizer_from_flat, optimizer_to_flat, un
 
 
 class BatchSource(Protocol):
-    items_per_row: int  # e.g. tokens per sequence, for throughput
+    def batch(self, step: int, part: int, parts: int) -> Any: ...
 
-    def batch(self, step: int, rows: slice) -> Any: ...
+    def items(self, step: int) -> int: ...  # tokens (or images) in the global batch, for throughput
 
 
 Objective = Callable[[nn.Module, Any], Tensor]
@@ -86,11 +87,7 @@ class Trainer:
         self.dist: Dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        per_step = self.dist.world * cfg.grad_accum
-        if cfg.batch_size % per_step:
-            raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be divisible by "
-                              f"processes x grad_accum ({self.dist.world} x {cfg.grad_accum})")
-        self.micro = cfg.batch_size // per_step
+        source.batch(0, 0, self.dist.world * cfg.grad_accum)  # a bad split fails here, before any write
         self.model = model.to(self.device)
         self.wrapped = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
         self.opt = make_adamw(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
@@ -175,12 +172,12 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train until max_steps, the time budget, or ``stop_at`` (then checkpoint and return)."""
         cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
-        tokens_per_step = cfg.batch_size * self.source.items_per_row
+        parts = world * cfg.grad_accum
         self.model.train()
         bar = tqdm(total=self.planned, initial=self.step, disable=not self.progress,
                    dynamic_ncols=True, unit="step")
         t_start, start_step, prior = time.perf_counter(), self.step, self.elapsed
-        window_t, window_step = t_start, self.step
+        window_t, window_items = t_start, 0
         scores: dict[str, float] = {}
         last_loss = float("nan")
         try:
@@ -191,9 +188,9 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 loss_sum = torch.zeros((), device=self.device)
+                items = self.source.items(self.step)
                 for m in range(cfg.grad_accum):
-                    first = (m * world + rank) * self.micro
-                    batch = _to(self.source.batch(self.step, slice(first, first + self.micro)), self.device)
+                    batch = _to(self.source.batch(self.step, m * world + rank, parts), self.device)
                     sync = m == cfg.grad_accum - 1 or not self.dist.enabled
                     with (contextlib.nullcontext() if sync else self.wrapped.no_sync()), self._autocast():
                         loss = self.objective(self.wrapped, batch) / cfg.grad_accum
@@ -206,6 +203,7 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model)
                 self.step += 1
+                window_items += items
                 now = time.perf_counter()
                 self.elapsed = prior + (now - t_start)
                 if cfg.max_minutes is not None:
@@ -213,8 +211,8 @@ class Trainer:
                 done = self.step >= self.planned or (stop_at is not None and self.step >= stop_at)
                 if self.step % cfg.log_interval == 0 or done:
                     last_loss = all_mean(loss_sum, self.dist).item()
-                    rate = tokens_per_step * (self.step - window_step) / max(now - window_t, 1e-9)
-                    window_t, window_step = now, self.step
+                    rate = window_items / max(now - window_t, 1e-9)
+                    window_t, window_items = now, 0
                     if self.log is not None:
                         self.log.write({"step": self.step, "loss": last_loss, "lr": lr,
                                         "tokens_per_s": rate, "elapsed_s": round(self.elapsed, 3)})
