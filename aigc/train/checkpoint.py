@@ -62,14 +62,23 @@ def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any]
     tokenizer and the trainer state).
     """
     run_dir = Path(run_dir)
-    root = run_dir / "checkpoints"
+    config = {"format": FORMAT, "version": VERSION, "kind": kind, "step": step, **meta}
+    final = write_folder(run_dir / "checkpoints" / f"step-{step:08d}", config, tensors, files)
+    for name in pointers:
+        set_pointer(run_dir, name, final)
+    return final
+
+
+def write_folder(final: Path, config: dict[str, Any], tensors: dict[str, dict[str, Tensor]],
+                 files: dict[str, str] | None = None) -> Path:
+    """Write a checkpoint folder under a temporary name, then rename it into place."""
+    final = Path(final)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    config = {"format": FORMAT, "version": VERSION, "kind": kind, "step": step, **meta}
     _write_bytes(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     for stem, tdict in tensors.items():
         save_file({k: v.contiguous() for k, v in tdict.items()}, str(tmp / f"{stem}.safetensors"))
@@ -78,7 +87,7 @@ def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any]
     for name, text in (files or {}).items():
         _write_bytes(tmp / name, text.encode())
     _fsync_dir(tmp)
-    if final.exists():  # the same step written again (a resumed run): swap it out
+    if final.exists():  # written again (a resumed run, a new average): swap it out
         trash = root / f".trash-{final.name}-{os.getpid()}"
         os.rename(final, trash)
         os.rename(tmp, final)
@@ -86,8 +95,6 @@ def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any]
     else:
         os.rename(tmp, final)
     _fsync_dir(root)
-    for name in pointers:
-        set_pointer(run_dir, name, final)
     return final
 
 
@@ -102,12 +109,20 @@ def set_pointer(run_dir: Path, name: str, target: Path) -> None:
     _fsync_dir(Path(run_dir))
 
 
-def prune(run_dir: Path) -> None:
-    """Delete checkpoints no pointer refers to, and leftovers of interrupted writes."""
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoint folders, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+
+
+def prune(run_dir: Path, keep_last: int = 1) -> None:
+    """Delete checkpoints that no pointer refers to and that are not among the
+    ``keep_last`` newest, and leftovers of interrupted writes."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return
     keep = {(Path(run_dir) / p).resolve() for p in POINTERS if (Path(run_dir) / p).exists()}
+    keep |= {p.resolve() for p in step_checkpoints(run_dir)[-keep_last:]}
     for child in root.iterdir():
         if child.resolve() not in keep:
             shutil.rmtree(child, ignore_errors=True)

@@ -24,6 +24,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_batches: int = 20
     log_interval: int = 10
+    keep_last: int = 1               # recent checkpoints kept besides best (for `aigc average`)
     best_metric: str = "val_loss"
     best_mode: str = "min"           # min | max
     seed: int = 1337
@@ -32,7 +33,8 @@ class TrainConfig:
     threads: int | None = None       # torch intra-op threads (default: torch's choice)
 
     def validate(self) -> None:
-        positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval")
+        positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
+                    "keep_last")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")

@@ -113,7 +113,7 @@ class Trainer:
         meta = {**self.meta, "train": asdict(self.cfg)}
         path = ckpt.save_checkpoint(self.run_dir, self.step, kind=self.kind, meta=meta,
                                     tensors=tensors, files=files, pointers=pointers)
-        ckpt.prune(self.run_dir)
+        ckpt.prune(self.run_dir, self.cfg.keep_last)
         return path
 
     def resume(self) -> None:
