@@ -1,12 +1,12 @@
 """Imports point one way (DESIGN.md): data -> tokenizers -> nn -> models -> objectives
--> train -> generate -> eval -> recipes -> api -> cli. Nothing imports to its right,
+-> train -> generate -> eval -> pipelines -> recipes -> api -> cli. Nothing imports to its right,
 and the library never imports a peer library."""
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "aigc"
 ORDER = ["errors", "config", "data", "tokenizers", "nn", "models", "objectives", "train", "generate", "eval",
-         "recipes", "api", "cli", "__init__", "__main__"]
+         "pipelines", "recipes", "api", "cli", "__init__", "__main__"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["config"] = RANK["errors"]
 

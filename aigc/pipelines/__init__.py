@@ -1,0 +1,1 @@
+"""Loaded, reusable models: a network, its tokenizer and config, behind task methods."""

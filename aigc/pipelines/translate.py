@@ -1,0 +1,93 @@
+"""A trained encoder-decoder translator behind translate()."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError, DataError
+from ..generate.seq2seq import DecodeConfig, Hypothesis, beam_search, greedy_decode
+from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
+from ..tokenizers import Tokenizer
+from .loading import build_model, read_tokenizer
+
+
+def encode_sources(tokenizer: Tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
+    """Token ids of each source sentence; empty or over-long lines are refused with their line number."""
+    out = []
+    for n, text in enumerate(texts, 1):
+        if not text.strip():
+            raise DataError(f"line {n} is empty; give one non-empty sentence per line")
+        ids = tokenizer.encode(text.strip())
+        if len(ids) > max_len:
+            raise DataError(f"line {n} has {len(ids)} tokens, more than this model reads ({max_len}); "
+                            "split it into shorter sentences")
+        out.append(ids)
+    return out
+
+
+@torch.inference_mode()
+def translate_ids(model: Seq2Seq, sources: list[list[int]], *, bos_id: int, eos_id: int, cfg: DecodeConfig,
+                  batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> list[Hypothesis]:
+    """Decode sources in length-sorted batches (less padding); results in input order."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list[Hypothesis | None] = [None] * len(sources)
+    pad = model.config.pad_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(sources[i]) for i in chunk)
+        src = torch.full((len(chunk), width), pad, dtype=torch.long)
+        for r, i in enumerate(chunk):
+            src[r, :len(sources[i])] = torch.tensor(sources[i])
+        src = src.to(device)
+        if cfg.beam == 1:
+            hyps = greedy_decode(model, src, bos_id=bos_id, eos_id=eos_id, cfg=cfg)
+        else:
+            hyps = beam_search(model, src, bos_id=bos_id, eos_id=eos_id, cfg=cfg)
+        for i, h in zip(chunk, hyps):
+            results[i] = h
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return results  # type: ignore[return-value]
+
+
+class Translator:
+    """A trained translation model, its tokenizer and its language pair."""
+
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: dict[str, Any], path: Path) -> None:
+        self.model, self.tokenizer, self.config, self.path = model.eval(), tokenizer, config, path
+        self.src_lang, self.tgt_lang = config.get("src", "src"), config.get("tgt", "tgt")
+
+    def check_pair(self, src: str | None, tgt: str | None) -> None:
+        if (src or self.src_lang) != self.src_lang or (tgt or self.tgt_lang) != self.tgt_lang:
+            raise ConfigError(f"this model translates {self.src_lang}->{self.tgt_lang}, not "
+                              f"{src or self.src_lang}->{tgt or self.tgt_lang}")
+
+    def translate(self, texts: str | list[str], *, beam: int = 4, length_penalty: float = 0.6,
+                  max_len_a: float = 1.5, max_len_b: int = 10, batch_size: int = 32,
+                  on_batch: Callable[[int], None] | None = None) -> str | list[str]:
+        """Translate one sentence or a list of sentences."""
+        if beam < 1:
+            raise ConfigError(f"beam must be at least 1, got {beam}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        single = isinstance(texts, str)
+        lines = [texts] if single else list(texts)
+        sources = encode_sources(self.tokenizer, lines, self.model.config.max_len - 1)
+        cfg = DecodeConfig(beam=beam, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
+        eos = self.tokenizer.eos_id
+        hyps = translate_ids(self.model, sources, bos_id=eos, eos_id=eos, cfg=cfg, batch_size=batch_size,
+                             on_batch=on_batch)
+        out = [self.tokenizer.decode(h.tokens) for h in hyps]
+        return out[0] if single else out
+
+
+def load_translator(folder: Path, config: dict[str, Any], ema: bool = True,
+                    device: str | torch.device = "cpu") -> Translator:
+    model = build_model(folder, config, Seq2Seq, Seq2SeqConfig, ema)
+    return Translator(model.to(device), read_tokenizer(folder), config, folder)
+
+
+__all__ = ["Translator", "load_translator", "translate_ids", "encode_sources"]
