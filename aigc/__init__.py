@@ -1,6 +1,6 @@
 """aigc: generative AI from first principles — Transformers and diffusion models you train and run yourself."""
-from .api import GenerationConfig, TextModel, load
+from .api import GenerationConfig, TextModel, Translator, load
 from .errors import AigcError, CheckpointError, ConfigError, DataError
 
 __version__ = "0.1.0"
-__all__ = ["load", "TextModel", "GenerationConfig", "AigcError", "ConfigError", "DataError", "CheckpointError"]
+__all__ = ["load", "TextModel", "Translator", "GenerationConfig", "AigcError", "ConfigError", "DataError", "CheckpointError"]

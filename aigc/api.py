@@ -11,10 +11,11 @@ import torch
 
 from .errors import CheckpointError
 from .pipelines.text import GenerationConfig, TextModel, generation_config, load_text_model
+from .pipelines.translate import Translator, load_translator
 from .train import checkpoint as ckpt
 
 
-def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> TextModel:
+def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> TextModel | Translator:
     """Load a trained model from a run folder (its best checkpoint) or a checkpoint folder.
 
     ``ema`` prefers the EMA weights when the run kept them.
@@ -24,7 +25,18 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
     kind = config.get("kind")
     if kind == "gpt":
         return load_text_model(folder, config, ema, device)
+    if kind == "seq2seq":
+        return load_translator(folder, config, ema, device)
     raise CheckpointError(f"'{path}' holds a '{kind}' model, which this version of aigc cannot load")
 
 
-__all__ = ["load", "TextModel", "GenerationConfig", "generation_config"]
+def load_kind(path: str | Path, kind: type, **kwargs) -> TextModel | Translator:
+    """``load``, then check that the model is of the expected kind (for the CLI)."""
+    model = load(path, **kwargs)
+    if not isinstance(model, kind):
+        what = "a language model" if kind is TextModel else "a translation model"
+        raise CheckpointError(f"'{path}' is not {what}")
+    return model
+
+
+__all__ = ["load", "load_kind", "TextModel", "Translator", "GenerationConfig", "generation_config"]

@@ -1,62 +1,15 @@
-"""The command line: parses, calls the library, prints. ``aigc --help`` lists it all.
-
-Bad input of any kind ends in one sentence on stderr and exit status 2.
-"""
+"""Commands for language models: train text, generate text, eval text; and data list."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-try:  # typer >= 0.16 vendors click under typer._click
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as click_errors
-
-from .errors import AigcError, ConfigError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="aigc: train and run your own generative models (Transformers and diffusion).")
-train_app = typer.Typer(no_args_is_help=True, help="Train a model into a run folder.")
-generate_app = typer.Typer(no_args_is_help=True, help="Generate with a trained model.")
-eval_app = typer.Typer(no_args_is_help=True, help="Measure a trained model.")
-data_app = typer.Typer(no_args_is_help=True, help="Embedded and user data sets.")
-app.add_typer(train_app, name="train")
-app.add_typer(generate_app, name="generate")
-app.add_typer(eval_app, name="eval")
-app.add_typer(data_app, name="data")
-
-EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-JSON_HELP = "Print one JSON object as the last line of stdout."
-
-
-def emit_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, default=str), flush=True)
-
-
-def parse_overrides(args: list[str], allowed: set[str]) -> dict[str, str]:
-    """``--model.n_layer=4`` / ``--train.lr 1e-3`` pairs -> {dotted key: text}."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) < 3:
-            raise ConfigError(f"unexpected argument '{arg}'")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(args):
-                raise ConfigError(f"option '{arg}' needs a value (--key=value)")
-            value, i = args[i + 1], i + 1
-        if key.split(".")[0] not in allowed:
-            raise ConfigError(f"unknown option '--{key}'; see 'aigc train text --help' "
-                              f"(config overrides start with {', '.join(sorted(allowed))})")
-        out[key] = value
-        i += 1
-    return out
+from ..errors import ConfigError
+from .common import EXTRA, JSON_HELP, data_app, emit_json, eval_app, generate_app, parse_overrides, train_app
 
 
 # ---- train -------------------------------------------------------------------------
@@ -78,7 +31,7 @@ def train_text_cmd(
 ) -> None:
     """Train a GPT language model on a text corpus. Extra --section.key=value options override
     the preset, e.g. --model.n_layer=6 --train.lr=3e-4 --train.ema_decay=0.999."""
-    from .recipes import text as recipe
+    from ..recipes import text as recipe
 
     overrides = parse_overrides(ctx.args, {"model", "train", "tokenizer", "val_fraction"})
     for key, value in (("train.max_steps", max_steps), ("train.max_minutes", max_minutes),
@@ -116,13 +69,13 @@ def generate_text_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Continue prompts with a trained language model."""
-    from .api import generation_config, load
+    from ..api import TextModel, generation_config, load_kind
 
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be at least 1, got {num_samples}")
     cfg = generation_config(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, stop=list(stop), seed=seed)
-    lm = load(model)
+    lm = load_kind(model, TextModel)
     prompts = list(prompts or [""])
     batch = [p for p in prompts for _ in range(num_samples)]
     t0 = time.perf_counter()
@@ -160,10 +113,10 @@ def eval_text_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Validation loss, perplexity and bits per character (or byte) on held-out text."""
-    from .api import load
-    from .errors import DataError
+    from ..api import TextModel, load_kind
+    from ..errors import DataError
 
-    lm = load(model)
+    lm = load_kind(model, TextModel)
     text = None
     if data is not None:
         if not data.is_file():
@@ -188,7 +141,7 @@ def eval_text_cmd(
 @data_app.command("list")
 def data_list_cmd(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show each embedded data set, whether it is installed, its size, and how to install it."""
-    from .data import list_datasets
+    from ..data import list_datasets
 
     rows = list_datasets()
     if as_json:
@@ -200,28 +153,3 @@ def data_list_cmd(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
         status = "yes" if r.installed else "no"
         extra = r.description if r.installed else f"{r.description} — install: {r.install_hint}"
         print(f"{r.name:<14} {r.kind:<9} {status:<10} {size:>9}  {extra}")
-
-
-def main() -> None:
-    """Entry point: usage errors and AigcError exit 2 with one sentence; Ctrl-C exits 130."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except click_errors.ClickException as exc:
-        message = exc.format_message().strip()
-        if message:  # (help shown for a bare group has no message)
-            print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-    except AigcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

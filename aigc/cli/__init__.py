@@ -1,0 +1,43 @@
+"""The command line: parses, calls the library, prints. ``aigc --help`` lists it all.
+
+Bad input of any kind ends in one sentence on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import AigcError
+from . import text, translate  # noqa: F401  (they register their commands)
+from .common import app
+
+try:  # typer >= 0.16 vendors click under typer._click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
+
+
+def main() -> None:
+    """Entry point: usage errors and AigcError exit 2 with one sentence; Ctrl-C exits 130."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except click_errors.ClickException as exc:
+        message = exc.format_message().strip()
+        if message:  # (help shown for a bare group has no message)
+            print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except AigcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
