@@ -54,7 +54,7 @@ from pathlib import Path
 
 from aigc.data import registry
 from aigc.data.sword import iter_raw_verses, osis_to_text
-from aigc.data.text import _read_utf8
+from aigc.data.text import read_utf8
 from aigc.errors import ConfigError, DataError
 
 Pair = tuple[str, str]  # (source, target)
@@ -208,7 +208,7 @@ def _bible_pairs(root: Path) -> tuple[tuple[Triple, ...], tuple[tuple[str, int],
 def _lines(path: Path) -> list[str]:
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a .tsv file or two aligned text files as `a.en,a.es`.")
-    lines = _read_utf8(path).split("\n")
+    lines = read_utf8(path).split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 

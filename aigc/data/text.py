@@ -36,7 +36,7 @@ class TextCorpus:
         return f"TextCorpus(name={self.name!r}, train={len(self.train):,} chars, val={len(self.val):,} chars)"
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -109,12 +109,12 @@ def _user_folder(folder: Path) -> tuple[list[Document], str]:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if not files:
         raise DataError(f"the folder {folder} has no .txt files; put your training text in .txt files there.")
-    docs = [(p.relative_to(folder).as_posix(), _read_utf8(p).strip()) for p in files]
+    docs = [(p.relative_to(folder).as_posix(), read_utf8(p).strip()) for p in files]
     return [d for d in docs if d[1]], "\n\n"
 
 
 def _user_file(path: Path) -> tuple[list[Document], str]:
-    text = _read_utf8(path)
+    text = read_utf8(path)
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     if len(paragraphs) >= _MIN_UNITS:
         return [(f"{path.name}:{i}", p) for i, p in enumerate(paragraphs)], "\n\n"
