@@ -100,3 +100,20 @@ def test_token_batches_respect_the_budget_and_cover_every_pair():
     assert whole[0].size(0) == halves[0][0].size(0) + halves[1][0].size(0)
     src, tgt_in, tgt_out = whole
     assert (tgt_in[:, 0] == 0).all() and ((tgt_out == -100) | (tgt_out >= 0)).all()
+
+
+def test_torchrun_trains_the_translator_with_two_processes(tmp_path, tsv):
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aigc",
+           "train", "translate", "--data", str(tsv), "--out", str(tmp_path / "ddp"), "--max-steps", "4", "--json",
+           *TINY]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = _last_json(res.stdout)
+    assert report["world"] == 2 and report["ranks_in_sync"] is True and report["step"] == 4
