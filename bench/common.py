@@ -1,9 +1,10 @@
 """Shared helpers for the side-by-side benchmarks: timing, machine peaks, output.
 
 Benchmarks run on shared, noisy machines, so every comparison is interleaved
-(ours, peer, ours, peer, ...) and reported as medians; before each timed round
+(ours, peer, peer, ours, ...) and reported as medians. Before each timed run
 we wait briefly for the CPUs to go quiet (other processes' load, read from
-/proc/stat while we sleep).
+/proc/stat while we sleep), and a run during which other processes took more
+than a little of the CPUs is thrown away and run again (a few times at most).
 """
 from __future__ import annotations
 
@@ -28,12 +29,21 @@ def _busy_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def wait_quiet(max_wait: float = 10.0, busy_below: float = 0.15, probe: float = 0.2) -> float:
-    """Sleep until the machine's CPUs are mostly idle (others' load < ``busy_below``), at most ``max_wait`` s.
+_quiet_budget = [120.0]  # seconds of waiting left for the whole run
+
+
+def set_quiet_budget(seconds: float) -> None:
+    _quiet_budget[0] = seconds
+
+
+def wait_quiet(max_wait: float = 10.0, busy_below: float = 0.15, probe: float = 0.1) -> float:
+    """Sleep until the machine's CPUs are mostly idle (others' load < ``busy_below``), at most
+    ``max_wait`` s and at most what is left of the run's waiting budget (``set_quiet_budget``).
 
     Returns the busy fraction seen last (1.0 where /proc/stat is missing).
     """
-    deadline = time.perf_counter() + max_wait
+    start = time.perf_counter()
+    deadline = start + min(max_wait, _quiet_budget[0])
     frac = 1.0
     while True:
         try:
@@ -43,8 +53,29 @@ def wait_quiet(max_wait: float = 10.0, busy_below: float = 0.15, probe: float = 
         except OSError:
             return frac
         frac = (b1 - b0) / max(t1 - t0, 1)
-        if frac < busy_below or time.perf_counter() >= deadline:
+        now = time.perf_counter()
+        if frac < busy_below or now >= deadline:
+            _quiet_budget[0] = max(0.0, _quiet_budget[0] - (now - start))
             return frac
+
+
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_NCPU = os.cpu_count() or 1
+stats = {"discarded_runs": 0}  # runs thrown away because other processes took the CPUs
+
+
+def timed_alone(fn: Callable[[], object]) -> tuple[float, float]:
+    """Run ``fn``: its wall seconds, and the share of all CPUs other processes used meanwhile."""
+    try:
+        b0, _ = _busy_jiffies()
+    except OSError:
+        return timed(fn), 0.0
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    t1, c1 = time.perf_counter(), time.process_time()
+    b1, _ = _busy_jiffies()
+    others = (b1 - b0) / _HZ - (c1 - c0)  # CPU seconds the machine spent outside this process
+    return t1 - t0, max(0.0, others) / ((t1 - t0) * _NCPU)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -53,19 +84,32 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def interleave(runs: dict[str, Callable[[], object]], rounds: int, quiet: float = 10.0) -> dict[str, list[float]]:
-    """Seconds per call of each function, run round-robin ``rounds`` times (after one warm-up call each)."""
-    for fn in runs.values():
-        fn()
+def interleave(runs: dict[str, Callable[[], object]], rounds: int, quiet: float = 10.0,
+               warmup: bool = True, max_others: float = 0.1) -> dict[str, list[float]]:
+    """Seconds per call of each function, run round-robin ``rounds`` times (after a warm-up call each).
+
+    A run during which other processes used more than ``max_others`` of the CPUs
+    is run again, up to ``rounds`` extra runs in all.
+    """
+    if warmup:
+        for fn in runs.values():
+            fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
+    spare = rounds
     for r in range(rounds):
         order = list(runs.items())
         if r % 2:  # alternate who goes first
             order.reverse()
         for name, fn in order:
-            if quiet > 0:
-                wait_quiet(quiet)
-            times[name].append(timed(fn))
+            while True:
+                if quiet > 0:
+                    wait_quiet(quiet)
+                seconds, others = timed_alone(fn)
+                if others <= max_others or spare == 0:
+                    break
+                spare -= 1
+                stats["discarded_runs"] += 1
+            times[name].append(seconds)
     return times
 
 

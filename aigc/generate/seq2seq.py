@@ -31,6 +31,7 @@ class DecodeConfig:
     max_len_a: float = 1.5        # max target length = a * source length + b
     max_len_b: int = 10
     early_stopping: bool = True   # stop a sentence once it has `beam` finished hypotheses
+    min_len: int = 0              # the end token is masked until this many tokens are generated
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -52,61 +53,56 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
     K, V = cfg.beam, model.config.vocab_size
     B = src.size(0)
     device = src.device
-    memory, src_mask = model.encode(src)
     max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
     steps = max(max_lens)
-    # Every sentence gets K rows (beams); row b*K + k is beam k of sentence b.
-    expand = torch.arange(B, device=device).repeat_interleave(K)
-    kv = [(k.index_select(0, expand), v.index_select(0, expand)) for k, v in model.memory_kv(memory)]
-    src_mask = src_mask.index_select(0, expand)
-    cache = model.new_cache(B * K, steps + 1) if use_cache else None
+    # Every sentence gets K rows (beams); row i*K + k is beam k of the i-th sentence still decoding.
+    state = model.start_decoding(src, K, steps + 1)
     tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    scores = torch.full((B * K,), float("-inf"), device=device)
+    scores[::K] = 0.0  # all beams start identical: expand only the first
     active = list(range(B))  # sentence ids of the rows still decoding, in order
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     for t in range(steps):
-        step_in = tokens[:, -1:] if use_cache else tokens
-        logits = model.decode(step_in, kv, src_mask, cache)[:, -1]  # (n*K, V)
+        if use_cache:
+            logits = model.step(tokens[:, -1], state)  # (n*K, V)
+        else:
+            logits = model.decode(tokens, *state.expanded())[:, -1]
         n = len(active)
-        logp = torch.log_softmax(logits.float(), -1).view(n, K, V)
-        cand = (scores.unsqueeze(-1) + logp).view(n, K * V)
+        logp = torch.log_softmax(logits.float(), -1)
+        if t < cfg.min_len:
+            logp[:, eos_id] = float("-inf")
+        cand = (scores.unsqueeze(1) + logp).view(n, K * V)
         top_scores, top_idx = cand.topk(2 * K, dim=1)  # (n, 2K): enough to keep K alive
-        top_beam, top_tok = top_idx // V, top_idx % V
-        keep_rows, keep_tok, keep_score, still = [], [], [], []
-        ts, tb, tt = top_scores.tolist(), top_beam.tolist(), top_tok.tolist()
+        ts, tb, tt = top_scores.tolist(), (top_idx // V).tolist(), (top_idx % V).tolist()
         length = t + 1
         penalty = length_penalty(length, cfg.length_penalty)
+        index, keep_tok, keep_score, still = [], [], [], []
         for i, b in enumerate(active):
-            alive = []
+            alive = []  # (beam, token, score) of the kept candidates, best first
             for rank, (s, beam, tok) in enumerate(zip(ts[i], tb[i], tt[i])):
                 if s == float("-inf"):
                     break
                 if tok != eos_id:
-                    alive.append((i * K + beam, tok, s))
+                    alive.append((beam, tok, s))
                     if len(alive) == K:
                         break
                 elif rank < K:  # an end token counts only among the K best candidates
                     finished[b].append(Hypothesis(tokens[i * K + beam, 1:].tolist(), s, s / penalty))
             if length >= max_lens[b]:  # out of room: the alive beams end here
-                finished[b] += [Hypothesis(tokens[row, 1:].tolist() + [tok], s, s / penalty)
-                                for row, tok, s in alive]
+                finished[b] += [Hypothesis(tokens[i * K + beam, 1:].tolist() + [tok], s, s / penalty)
+                                for beam, tok, s in alive]
             elif not _done(finished[b], alive, max_lens[b], cfg):
                 still.append(i)
-                keep_rows += [r for r, _, _ in alive]
-                keep_tok += [tok for _, tok, _ in alive]
-                keep_score.append([s for _, _, s in alive])
+                dead = K - len(alive)  # too few candidates: pad with dead beams (score -inf)
+                index += [i * K + beam for beam, _, _ in alive] + [i * K] * dead
+                keep_tok += [tok for _, tok, _ in alive] + [eos_id] * dead
+                keep_score += [s for _, _, s in alive] + [float("-inf")] * dead
         if not still:
             break
-        index = torch.tensor(keep_rows, device=device)
-        tokens = torch.cat([tokens.index_select(0, index), torch.tensor(keep_tok, device=device)[:, None]], 1)
+        rows = torch.tensor(index, device=device)
+        tokens = torch.cat([tokens.index_select(0, rows), torch.tensor(keep_tok, device=device)[:, None]], 1)
         scores = torch.tensor(keep_score, device=device)
-        if len(still) != len(active):  # sentences left: drop their rows of the source side
-            rows = torch.tensor([i * K + k for i in still for k in range(K)], device=device)
-            kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
-            src_mask = src_mask.index_select(0, rows)
-        if cache is not None:
-            cache.reorder(index)
+        state.reorder(rows, still if len(still) != n else None)
         active = [active[i] for i in still]
     return [max(h, key=lambda x: x.normalized) for h in finished]
 
@@ -132,17 +128,17 @@ def greedy_decode(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
                   cfg: DecodeConfig = DecodeConfig(beam=1)) -> list[Hypothesis]:
     """Most likely next token at every step, for each row of src (B, S)."""
     B, device = src.size(0), src.device
-    memory, src_mask = model.encode(src)
-    kv = model.memory_kv(memory)
     max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
-    cache = model.new_cache(B, max(max_lens) + 1)
-    token = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
+    state = model.start_decoding(src, 1, max(max_lens) + 1)
+    token = torch.full((B,), bos_id, dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
     score = [0.0] * B
     ended = [False] * B
     saw_eos = [False] * B
     for t in range(max(max_lens)):
-        logp = torch.log_softmax(model.decode(token, kv, src_mask, cache)[:, -1].float(), -1)
+        logp = torch.log_softmax(model.step(token, state).float(), -1)
+        if t < cfg.min_len:
+            logp[:, eos_id] = float("-inf")
         best, token = logp.max(-1)
         for b, (tok, s) in enumerate(zip(token.tolist(), best.tolist())):
             if ended[b]:
@@ -155,6 +151,5 @@ def greedy_decode(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
                 ended[b] = len(out[b]) >= max_lens[b]
         if all(ended):
             break
-        token = token[:, None]
     return [Hypothesis(o, s, s / length_penalty(len(o) + int(e), cfg.length_penalty))
             for o, s, e in zip(out, score, saw_eos)]

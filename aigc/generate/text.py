@@ -108,7 +108,20 @@ def generate_ids(model: nn.Module, prompts: list[list[int]], cfg: GenerationConf
                      last_only=True)[:, -1], cache
 
     logits, cache = prefill(idx, valid)
-    history, next_pos = idx, valid.long().sum(1)  # per-row position of the next token
+    # Per step only the new token is kept (no growing tensors): the history is
+    # assembled when the window fills up, and a padded batch's mask is a view
+    # of a preallocated (B, context) "real token" buffer.
+    history, new = idx, []
+    rows = torch.arange(B, device=device)
+    mask_buf = next_pos = None
+
+    def start_mask(valid: Tensor) -> tuple[Tensor, Tensor]:
+        buf = torch.ones(B, context, dtype=torch.bool, device=device)
+        buf[:, :valid.size(1)] = valid
+        return buf[:, None, None, :], valid.long().sum(1)  # mask (B, 1, 1, context), next positions
+
+    if padded:
+        mask_buf, next_pos = start_mask(valid)
     while True:
         for proc in chain:
             logits = proc(logits, seen)
@@ -117,22 +130,25 @@ def generate_ids(model: nn.Module, prompts: list[list[int]], cfg: GenerationConf
         else:
             token = torch.multinomial(logits.float().softmax(-1), 1, generator=generator).squeeze(1)
         yield token
-        seen[torch.arange(B, device=device), token] = True
-        history = torch.cat([history, token[:, None]], 1)
-        valid = torch.cat([valid, valid.new_ones(B, 1)], 1)
+        if chain:
+            seen[rows, token] = True
+        new.append(token)
         if cache.length >= context:  # window full: keep the last 3/4 and rebuild the cache
             keep = context * 3 // 4
-            history, valid = history[:, -keep:], valid[:, -keep:]
+            valid = torch.cat([valid, valid.new_ones(B, len(new))], 1)[:, -keep:]
+            history = torch.cat([history, torch.stack(new, 1)], 1)[:, -keep:]
+            new = []
             padded = bool((~valid).any())
             logits, cache = prefill(history, valid)
-            next_pos = valid.long().sum(1)
+            if padded:
+                mask_buf, next_pos = start_mask(valid)
             continue
         if padded:
             logits = model(token[:, None], cache=cache, positions=next_pos[:, None],
-                           mask=valid[:, None, None, :])[:, -1]
+                           mask=mask_buf[..., :cache.length + 1])[:, -1]
+            next_pos += 1
         else:
             logits = model(token[:, None], cache=cache)[:, -1]
-        next_pos = next_pos + 1
 
 
 TextCallback = Callable[[int, str], bool | None]

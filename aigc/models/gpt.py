@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn.attention import KVCache, MultiHeadAttention
-from ..nn.embeddings import Rotary
+from ..nn.embeddings import Rotary, apply_rotary
 
 
 @dataclass
@@ -122,6 +122,8 @@ class GPT(nn.Module):
         left-padded batches; by default positions continue from the cache.
         """
         B, T = idx.shape
+        if cache is not None and T == 1 and not self.training and not torch.is_grad_enabled():
+            return self._decode(idx, cache, positions, mask)
         past = cache.length if cache is not None else 0
         if positions is None:
             if past + T > self.config.block_size:
@@ -139,3 +141,66 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         return self.lm_head(self.ln_f(x))
+
+    def _decode(self, idx: Tensor, cache: KVCache, positions: Tensor | None, mask: Tensor | None) -> Tensor:
+        """``forward`` for one new token per row (B, 1) after ``cache``: the decoding step.
+
+        The same computation on (B, C) rows, written out with few operations:
+        decoding a small model is bound by per-operation overhead (a module call
+        or attribute lookup costs about as much as a small op, so the weights are
+        gathered once per cache), a large one by reading the weights (``_rows``).
+        Returns logits (B, 1, V).
+        """
+        B = idx.size(0)
+        past = cache.length
+        if cache.plan is None:
+            cache.plan = self._decode_weights()
+        blocks, ln_f, head = cache.plan
+        x = F.embedding(idx.view(B), self.wte.weight)  # (B, C)
+        if positions is None:
+            if past + 1 > self.config.block_size:
+                raise ValueError(f"sequence of {past + 1} tokens exceeds the context of {self.config.block_size}")
+            if self.wpe is not None:
+                x += self.wpe.weight[past]
+            rope = None if self.rotary is None else (self.rotary.cos[past:past + 1], self.rotary.sin[past:past + 1])
+        else:  # (1,) or per-row (B, 1)
+            if self.wpe is not None:
+                x += self.wpe(positions.view(-1))
+            rope = self.rotary(positions) if self.rotary is not None else None
+        C, H = self.config.n_embd, self.config.n_head
+        for i, (ln_1, qkv, proj, ln_2, fc, fc_proj) in enumerate(blocks):
+            q, k, v = _rows(F.layer_norm(x, (C,), *ln_1), *qkv).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            k, v = cache.write(i, k, v)  # (B, H, S, D): the query sees every cached key (or ``mask``'s)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
+            x += _rows(y.reshape(B, C), *proj)
+            x += _rows(F.gelu(_rows(F.layer_norm(x, (C,), *ln_2), *fc), approximate="tanh"), *fc_proj)
+        cache.advance(1)
+        return _rows(F.layer_norm(x, (C,), *ln_f), head, None).contiguous().unsqueeze(1)
+
+    def _decode_weights(self) -> tuple:
+        """What ``_decode`` reads: per block the (weight, bias[, eps]) of ln_1, qkv, proj, ln_2, fc and
+        fc_proj; then ln_f's and the output weight."""
+        def norm(m: nn.LayerNorm) -> tuple:
+            return m.weight, m.bias, m.eps
+
+        def linear(m: nn.Linear) -> tuple:
+            return m.weight, m.bias
+
+        blocks = [(norm(b.ln_1), linear(b.attn.qkv), linear(b.attn.proj), norm(b.ln_2), linear(b.mlp.fc),
+                   linear(b.mlp.proj)) for b in self.blocks]
+        return blocks, norm(self.ln_f), self.lm_head.weight
+
+
+def _rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` for a few rows x (B, in) -> (B, out), as decoding does (one row per sequence).
+
+    For B > 1 it is a transposed view of W @ x^T: MKL runs that skinny product
+    much faster than x @ W^T, for which it repacks all of W on every call.
+    """
+    if x.size(0) == 1:
+        return F.linear(x, weight, bias)
+    if bias is None:
+        return torch.mm(weight, x.t()).t()
+    return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()

@@ -27,6 +27,7 @@ class KVCache:
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.max_len = max_len
         self.length = 0
+        self.plan: object = None  # what a model keeps for its decoding steps (GPT: its weights, gathered once)
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, H, T, D) after the cached prefix; return the full (B, H, S, D) views."""
@@ -103,8 +104,10 @@ class MultiHeadAttention(nn.Module):
 
     def _heads_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        # unbind (not indexing): its backward stacks the three gradients in one
+        # copy instead of zero-filling and summing three qkv-sized buffers
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D) each
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of the cross-attended sequence, (B, H, S, D) each; compute once per input."""
