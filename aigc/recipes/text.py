@@ -23,7 +23,6 @@ from ..objectives.lm import next_token_loss
 from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
-from ..train.ddp import shutdown
 from ..train.trainer import Trainer
 
 KIND = "gpt"
@@ -115,12 +114,7 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
         cfg.train, out, kind=KIND, meta=meta, files={"tokenizer.json": json.dumps(tok.to_dict())},
         evaluate=LMValidation(val_tokens, block, cfg.train.eval_batches, cfg.train.batch_size),
         progress=progress)
-    if resume:
-        trainer.resume()
-    try:
-        result = trainer.fit(stop_at=stop_at)
-    finally:
-        shutdown(trainer.dist)
+    result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_tokens": train_tokens.numel(),
             "val_tokens": val_tokens.numel(), **result}
 

@@ -29,7 +29,6 @@ from ..pipelines.translate import translate_ids
 from ..tokenizers import Tokenizer, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
-from ..train.ddp import shutdown
 from ..train.trainer import Trainer
 from .text import TokenizerConfig
 
@@ -152,12 +151,7 @@ def train_translate(cfg: TranslateRunConfig, out: Path, *, resume: bool = False,
     trainer = Trainer(model, label_smoothed_loss(cfg.label_smoothing), source, cfg.train, out, kind=KIND,
                       meta=meta, files={"tokenizer.json": json.dumps(tok.to_dict())},
                       evaluate=TranslationValidation(tok, corpus.dev, dev_ids, cfg), progress=progress)
-    if resume:
-        trainer.resume()
-    try:
-        result = trainer.fit(stop_at=stop_at)
-    finally:
-        shutdown(trainer.dist)
+    result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_pairs": len(train_ids),
             "dropped_long_pairs": dropped, "batches_per_epoch": len(source.batches),
             "avg_tokens_per_batch": float(np.mean(source.tokens)), **result}

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed, ranks_in_sync
+from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed, ranks_in_sync, shutdown
 from .ema import EMA
 from .metrics import MetricsLog
 from .optim import lr_at, make_adamw
@@ -237,6 +237,15 @@ class Trainer:
         if self.dist.enabled:
             result["ranks_in_sync"] = ranks_in_sync(self.model, self.dist)
         return result
+
+    def run(self, *, resume: bool = False, stop_at: int | None = None) -> dict[str, Any]:
+        """Resume (when asked) and fit; the process group is left however it ends."""
+        try:
+            if resume:
+                self.resume()
+            return self.fit(stop_at=stop_at)
+        finally:
+            shutdown(self.dist)
 
     def _fit_budget(self, run_seconds: float, run_steps: int) -> None:
         """Refit the planned step count to the wall-clock budget; every rank follows rank 0."""
