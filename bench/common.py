@@ -61,7 +61,8 @@ def wait_quiet(max_wait: float = 10.0, busy_below: float = 0.15, probe: float = 
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _NCPU = os.cpu_count() or 1
-stats = {"discarded_runs": 0}  # runs thrown away because other processes took the CPUs
+# runs thrown away because other processes took the CPUs, and such runs kept (no retries left)
+stats = {"discarded_runs": 0, "noisy_runs_kept": 0}
 
 
 def timed_alone(fn: Callable[[], object]) -> tuple[float, float]:
@@ -105,7 +106,10 @@ def interleave(runs: dict[str, Callable[[], object]], rounds: int, quiet: float 
                 if quiet > 0:
                     wait_quiet(quiet)
                 seconds, others = timed_alone(fn)
-                if others <= max_others or spare == 0:
+                if others <= max_others:
+                    break
+                if spare == 0:
+                    stats["noisy_runs_kept"] += 1
                     break
                 spare -= 1
                 stats["discarded_runs"] += 1

@@ -153,10 +153,15 @@ def main() -> None:
                        "CPU taken by others"]))
     diff = out["ours"]["val_loss"] - out["peer"]["val_loss"]
     print(f"val loss ours - peer: {diff:+.4f} nats/token (negative: ours is better)")
+    noisy = [who for who in ("ours", "peer") if out[who]["others_cpu_share"] > 0.05]
+    if noisy:
+        print(f"WARNING: other processes took the CPUs while {' and '.join(noisy)} trained: "
+              "the budgets were not equal; rerun on a quiet machine")
     emit_json(rounded({"bench": "text_quality", "corpus": "fortunes", "preset": "small", "minutes": args.minutes,
                        "threads": args.threads, "train_tokens": train_tokens.numel(),
                        "val_tokens": val_tokens.numel(), "vocab": tok.vocab_size, **out,
-                       "val_loss_diff": diff, "steps_ratio": out["ours"]["steps"] / out["peer"]["steps"]}, 5))
+                       "val_loss_diff": diff, "steps_ratio": out["ours"]["steps"] / out["peer"]["steps"],
+                       "quiet_machine": not noisy}, 5))
 
 
 if __name__ == "__main__":

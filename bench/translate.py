@@ -335,7 +335,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.layers, args.d_model, args.heads, args.ffn, args.vocab = 2, 128, 4, 256, 1000
-        args.sentences, args.batched_sentences = min(args.sentences, 6), min(args.batched_sentences, 64)
+        args.sentences, args.batched_sentences = min(args.sentences, 4), min(args.batched_sentences, 32)
     setup(args.threads)
     set_quiet_budget(10.0 if args.quick else 180.0)
     warnings.filterwarnings("ignore")

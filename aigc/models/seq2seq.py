@@ -210,18 +210,20 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"decoding state holds {state.max_len} positions; asked for {t + 1}")
         state.begin_step()
         x = self.tgt_embed(tokens) * math.sqrt(cfg.d_model) + self.positions[t]  # (N, C)
+
+        def sublayer(x: Tensor, res: Residual, fn, *args) -> Tensor:  # Residual.forward
+            if pre:
+                return x + fn(_norm(x, res.norm), *args)
+            return _norm(fn(x, *args).add_(x), res.norm)
+
         for i, layer in enumerate(self.decoder):
-            h = layer.res_self.norm(x) if pre else x
-            a = _self_attn_step(layer.self_attn, h, state, i)
-            x = x + a if pre else layer.res_self.norm(x + a)
-            h = layer.res_cross.norm(x) if pre else x
-            a = _cross_attn_step(layer.cross_attn, h, state, i)
-            x = x + a if pre else layer.res_cross.norm(x + a)
-            h = layer.res_ff.norm(x) if pre else x
-            a = layer.ff.proj(layer.ff.act(layer.ff.fc(h)))
-            x = x + a if pre else layer.res_ff.norm(x + a)
-        state.length = t + 1
-        return self.out(self.dec_norm(x))  # (N, V)
+            x = sublayer(x, layer.res_self, _self_attn_step, layer.self_attn, state, i)
+            x = sublayer(x, layer.res_cross, _cross_attn_step, layer.cross_attn, state, i)
+            x = sublayer(x, layer.res_ff, _feed_forward, layer.ff)
+        state.end_step()
+        if pre:
+            x = _norm(x, self.dec_norm)
+        return F.linear(x, self.out.weight)  # (N, V)
 
 
 class DecodeState:
@@ -229,11 +231,14 @@ class DecodeState:
 
     Cross-attention keys/values stay one copy per source, (B, H, S, D) per layer.
     Self-attention keys/values are never moved when beam search reorders its
-    hypotheses: position t of row b*G+g is written at key t*G + g of source b in
-    (L, B, H, max_len*G, D), and ``ancestry`` (N, max_len*G), an additive mask
-    (0 or -inf), marks for each row the keys on its own path. Each row attends to
-    its source's keys under that mask, so a reorder only gathers mask rows.
+    hypotheses: each step writes its G rows' keys at G new key columns of their
+    source in (L, B, H, max_len*G, D), and ``ancestry`` (N, max_len*G), an
+    additive mask (0 or -inf), marks for each row the columns on its own path.
+    Each row attends to its source's columns under that mask, so a reorder only
+    gathers mask rows. Columns no beam uses any more are dropped now and then.
     """
+
+    COMPACT_EVERY = 8  # steps between checks for unused key columns
 
     def __init__(self, cfg: Seq2SeqConfig, memory_kv: list[tuple[Tensor, Tensor]], src_mask: Tensor,
                  group: int, max_len: int) -> None:
@@ -241,6 +246,7 @@ class DecodeState:
         k0 = memory_kv[0][0]
         self.memory_kv, self.group = memory_kv, group
         self.max_len, self.length = max_len, 0
+        self.filled = 0  # key columns in use (the same count for every source)
         # additive masks run the fused attention kernel faster than boolean ones
         self.src_mask = None if bool(src_mask.all()) else _additive(src_mask, k0.dtype)  # (B, 1, 1, S)
         shape = (cfg.n_decoder_layers, B, H, max_len * group, cfg.d_model // H)
@@ -256,16 +262,20 @@ class DecodeState:
         return self.k.size(1)
 
     def begin_step(self) -> None:
-        """Each row's new position is on its own path."""
+        """Each row's new position (column ``filled`` + its beam) is on its own path."""
         if self.ancestry is not None:
-            G, t = self.group, self.length
-            self.ancestry[:, t * G:(t + 1) * G] = self._own.repeat(self.sources, 1)
+            G, c = self.group, self.filled
+            self.ancestry[:, c:c + G].view(self.sources, G, G).copy_(self._own)
+
+    def end_step(self) -> None:
+        self.length += 1
+        self.filled += self.group
 
     def self_mask(self) -> Tensor | None:
-        """(B, 1, G, (t+1)*G) additive mask of the keys each row may attend to; None when G = 1."""
+        """(B, 1, G, filled+G) additive mask of the key columns each row may attend to; None when G = 1."""
         if self.ancestry is None:
             return None
-        end = (self.length + 1) * self.group
+        end = self.filled + self.group
         return self.ancestry[:, :end].view(self.sources, 1, self.group, end)
 
     def reorder(self, index: Tensor, sources: list[int] | None = None) -> None:
@@ -273,18 +283,37 @@ class DecodeState:
         only those sources, whose rows ``index`` lists in order."""
         if self.ancestry is not None:
             self.ancestry = self.ancestry.index_select(0, index)
-        if sources is None:
+        if sources is not None:
+            if sources[-1] - sources[0] + 1 == len(sources):  # a run of sources: views, no copies
+                keep = slice(sources[0], sources[-1] + 1)
+                self.memory_kv = [(k[keep], v[keep]) for k, v in self.memory_kv]
+                self.src_mask = self.src_mask[keep] if self.src_mask is not None else None
+                self.k, self.v = self.k[:, keep], self.v[:, keep]
+            else:
+                rows = torch.tensor(sources, device=self.k.device)
+                self.memory_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.memory_kv]
+                self.src_mask = self.src_mask.index_select(0, rows) if self.src_mask is not None else None
+                self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+        if self.ancestry is not None and self.length % self.COMPACT_EVERY == 0:
+            self._drop_unused_columns()
+
+    def _drop_unused_columns(self) -> None:
+        """Move the key columns some beam still attends to to the front (attention then reads fewer),
+        when at most 3/4 of the columns are in use."""
+        B, G, f = self.sources, self.group, self.filled
+        used = (self.ancestry[:, :f] == 0).view(B, G, f).any(1)  # (B, f)
+        keep = int(used.sum(1).max()) if f else 0
+        if not f or keep * 4 > f * 3:
             return
-        if sources[-1] - sources[0] + 1 == len(sources):  # a run of sources: views, no copies
-            keep = slice(sources[0], sources[-1] + 1)
-            self.memory_kv = [(k[keep], v[keep]) for k, v in self.memory_kv]
-            self.src_mask = self.src_mask[keep] if self.src_mask is not None else None
-            self.k, self.v = self.k[:, keep], self.v[:, keep]
-            return
-        rows = torch.tensor(sources, device=self.k.device)
-        self.memory_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.memory_kv]
-        self.src_mask = self.src_mask.index_select(0, rows) if self.src_mask is not None else None
-        self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+        # per source: its used columns first (in order), padded with unused ones (masked for all its rows)
+        order = torch.sort((~used).to(torch.uint8), dim=1, stable=True).indices[:, :keep]  # (B, keep)
+        src = torch.arange(B, device=order.device)[:, None]
+        for cache in (self.k, self.v):
+            cache[:, :, :, :keep] = cache[:, src, :, order].permute(2, 0, 3, 1, 4)  # (L, B, H, keep, D)
+        rows = order.repeat_interleave(G, 0)  # (N, keep)
+        self.ancestry[:, :keep] = self.ancestry[:, :f].gather(1, rows)
+        self.ancestry[:, keep:f] = float("-inf")
+        self.filled = keep
 
     def expanded(self) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
         """Cross-attention keys/values and source mask repeated for every row (for ``Seq2Seq.decode``)."""
@@ -298,24 +327,39 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
-def _self_attn_step(attn: MultiHeadAttention, x: Tensor, state: DecodeState, layer: int) -> Tensor:
+# Module calls cost microseconds each; a decoding step makes dozens, so call the functions.
+def _linear(x: Tensor, layer: nn.Linear) -> Tensor:
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def _norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _feed_forward(x: Tensor, ff: FeedForward) -> Tensor:
+    h = _linear(x, ff.fc)
+    h = h.relu_() if isinstance(ff.act, nn.ReLU) else ff.act(h)
+    return _linear(h, ff.proj)
+
+
+def _self_attn_step(x: Tensor, attn: MultiHeadAttention, state: DecodeState, layer: int) -> Tensor:
     """Causal self-attention of one new position per row: x (N, C) -> (N, C)."""
     N, C = x.shape
-    B, G, H, D, t = state.sources, state.group, attn.n_head, attn.head_dim, state.length
-    q, k, v = attn.qkv(x).view(B, G, 3, H, D).transpose(1, 3).unbind(2)  # (B, H, G, D) each
-    state.k[layer, :, :, t * G:(t + 1) * G] = k
-    state.v[layer, :, :, t * G:(t + 1) * G] = v
-    end = (t + 1) * G
+    B, G, H, D, c = state.sources, state.group, attn.n_head, attn.head_dim, state.filled
+    q, k, v = _linear(x, attn.qkv).view(B, G, 3, H, D).transpose(1, 3).unbind(2)  # (B, H, G, D) each
+    state.k[layer, :, :, c:c + G] = k
+    state.v[layer, :, :, c:c + G] = v
+    end = c + G
     y = F.scaled_dot_product_attention(q, state.k[layer, :, :, :end], state.v[layer, :, :, :end],
                                        attn_mask=state.self_mask())  # (B, H, G, D)
-    return attn.proj(y.transpose(1, 2).reshape(N, C))
+    return _linear(y.transpose(1, 2).reshape(N, C), attn.proj)
 
 
-def _cross_attn_step(attn: MultiHeadAttention, x: Tensor, state: DecodeState, layer: int) -> Tensor:
+def _cross_attn_step(x: Tensor, attn: MultiHeadAttention, state: DecodeState, layer: int) -> Tensor:
     """Cross-attention of each source's rows to its memory: x (N, C) -> (N, C)."""
     N, C = x.shape
     B, G, H, D = state.sources, state.group, attn.n_head, attn.head_dim
-    q = attn.q(x).view(B, G, H, D).transpose(1, 2)  # (B, H, G, D)
+    q = _linear(x, attn.q).view(B, G, H, D).transpose(1, 2)  # (B, H, G, D)
     k, v = state.memory_kv[layer]
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=state.src_mask)  # (B, H, G, D)
-    return attn.proj(y.transpose(1, 2).reshape(N, C))
+    return _linear(y.transpose(1, 2).reshape(N, C), attn.proj)
