@@ -121,6 +121,28 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+# our activation name -> the same function's name in transformers' ACT2FN
+PEER_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
+
+
+def fastest_gelu(rows: int = 1024, width: int = 1536, reps: int = 20) -> dict[str, float]:
+    """Forward + backward milliseconds of exact and tanh GELU on (rows, width), fastest first.
+
+    Which is faster depends on the CPU (AVX-512 runs erf far faster than tanh
+    here); both models in a benchmark get the faster one, the peer included."""
+    import torch.nn.functional as F
+
+    x = torch.randn(rows, width, requires_grad=True)
+    grad = torch.randn(rows, width)
+    ms = {}
+    for name, approx in (("gelu", "none"), ("gelu_tanh", "tanh")):
+        def run() -> None:
+            F.gelu(x, approximate=approx).backward(grad)
+        run()
+        ms[name] = min(timed(run) for _ in range(reps)) * 1e3
+    return dict(sorted(ms.items(), key=lambda kv: kv[1]))
+
+
 def matmul_peak_gflops(n: int = 2048, reps: int = 7) -> float:
     """Best fp32 GFLOP/s of an n x n x n torch.mm (at the current thread count)."""
     a, b = torch.randn(n, n), torch.randn(n, n)

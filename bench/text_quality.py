@@ -6,8 +6,8 @@ The ``fortunes`` corpus, char-level tokens, the ``small`` preset (4 layers,
 4 heads, 128 wide, context 64, batch 12; AdamW lr 1e-3, warmup 100, cosine to
 1e-4 fitted to the wall-clock budget, beta2 0.99, weight decay 0.1, clip 1.0).
 Ours trains through ``aigc.recipes.text.train_text`` (the product path); the
-peer, ``GPT2LMHeadModel`` at its fastest (SDPA, gelu_pytorch_tanh, fused
-AdamW), in a minimal loop that draws the same ``TokenWindows`` batches and
+peer, ``GPT2LMHeadModel`` at its fastest (SDPA, fused AdamW, our preset's
+GELU: the faster one on this CPU), in a minimal loop that draws the same ``TokenWindows`` batches and
 fits the same time-based cosine. They run one after the other. Both are then
 scored by the same code: mean next-token loss over non-overlapping windows
 covering the whole validation split. Last stdout line: one JSON object.
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common import emit_json, rounded, setup, table, timed_alone, wait_quiet  # noqa: E402
+from common import PEER_ACTIVATION, emit_json, rounded, setup, table, timed_alone, wait_quiet  # noqa: E402
 
 from aigc.data import load_text_corpus  # noqa: E402
 from aigc.data.lm import TokenWindows  # noqa: E402
@@ -71,7 +71,7 @@ def train_peer(cfg, train_tokens: torch.Tensor, vocab: int):
     peer = GPT2LMHeadModel._from_config(
         GPT2Config(vocab_size=vocab, n_positions=m.block_size, n_embd=m.n_embd, n_layer=m.n_layer,
                    n_head=m.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                   activation_function="gelu_pytorch_tanh", bos_token_id=None, eos_token_id=None),
+                   activation_function=PEER_ACTIVATION[m.activation], bos_token_id=None, eos_token_id=None),
         attn_implementation="sdpa", dtype=torch.float32)
     peer.train()
     opt = torch.optim.AdamW(param_groups(peer, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn.attention import KVCache, MultiHeadAttention
+from ..nn.activations import activation
 from ..nn.embeddings import Rotary, apply_rotary
 
 
@@ -28,6 +29,7 @@ class GPTConfig:
     n_head: int = 6
     n_embd: int = 384
     mlp_ratio: int = 4
+    activation: str = "gelu"     # "gelu" (exact) | "gelu_tanh" (GPT-2's approximation)
     dropout: float = 0.0
     bias: bool = True
     pos: str = "learned"         # "learned" | "rotary"
@@ -42,6 +44,8 @@ class GPTConfig:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise ConfigError(f"model.activation must be 'gelu' or 'gelu_tanh', got '{self.activation}'")
         if self.pos not in ("learned", "rotary"):
             raise ConfigError(f"model.pos must be 'learned' or 'rotary', got '{self.pos}'")
         if self.pos == "rotary" and (self.n_embd // self.n_head) % 2:
@@ -55,10 +59,11 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.act = activation(cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        return self.dropout(self.proj(self.act(self.fc(x))))
 
 
 class Block(nn.Module):
@@ -168,6 +173,7 @@ class GPT(nn.Module):
                 x += self.wpe(positions.view(-1))
             rope = self.rotary(positions) if self.rotary is not None else None
         C, H = self.config.n_embd, self.config.n_head
+        act = activation(self.config.activation)
         for i, (ln_1, qkv, proj, ln_2, fc, fc_proj) in enumerate(blocks):
             q, k, v = _rows(F.layer_norm(x, (C,), *ln_1), *qkv).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D)
             if rope is not None:
@@ -175,7 +181,7 @@ class GPT(nn.Module):
             k, v = cache.write(i, k, v)  # (B, H, S, D): the query sees every cached key (or ``mask``'s)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
             x += _rows(y.reshape(B, C), *proj)
-            x += _rows(F.gelu(_rows(F.layer_norm(x, (C,), *ln_2), *fc), approximate="tanh"), *fc_proj)
+            x += _rows(act(_rows(F.layer_norm(x, (C,), *ln_2), *fc)), *fc_proj)
         cache.advance(1)
         return _rows(F.layer_norm(x, (C,), *ln_f), head, None).contiguous().unsqueeze(1)
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.activations import ACTIVATIONS, activation
 from ..nn.attention import KVCache, MultiHeadAttention
 from ..nn.embeddings import sinusoidal_table
 
@@ -34,7 +35,7 @@ class Seq2SeqConfig:
     n_head: int = 8
     d_ff: int = 2048
     dropout: float = 0.1
-    activation: str = "relu"   # relu | gelu
+    activation: str = "relu"   # relu | gelu (exact) | gelu_tanh
     norm: str = "pre"          # pre | post
     tie_embeddings: bool = True
     bias: bool = True
@@ -49,8 +50,8 @@ class Seq2SeqConfig:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
         if self.norm not in ("pre", "post"):
             raise ConfigError(f"model.norm must be 'pre' or 'post', got '{self.norm}'")
-        if self.activation not in ("relu", "gelu"):
-            raise ConfigError(f"model.activation must be 'relu' or 'gelu', got '{self.activation}'")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got '{self.activation}'")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.pad_id < self.vocab_size:
@@ -62,7 +63,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
-        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU(approximate="tanh")
+        self.act = activation(cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -338,7 +339,7 @@ def _norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
 
 def _feed_forward(x: Tensor, ff: FeedForward) -> Tensor:
     h = _linear(x, ff.fc)
-    h = h.relu_() if isinstance(ff.act, nn.ReLU) else ff.act(h)
+    h = h.relu_() if ff.act is F.relu else ff.act(h)
     return _linear(h, ff.proj)
 
 
