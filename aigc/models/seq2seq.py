@@ -34,7 +34,9 @@ class Seq2SeqConfig:
     d_model: int = 512
     n_head: int = 8
     d_ff: int = 2048
-    dropout: float = 0.1
+    dropout: float = 0.1       # on embeddings and every sublayer's output
+    attention_dropout: float = 0.0   # on attention weights (fairseq's and Marian's default: none)
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation
     activation: str = "relu"   # relu | gelu (exact) | gelu_tanh
     norm: str = "pre"          # pre | post
     tie_embeddings: bool = True
@@ -52,8 +54,9 @@ class Seq2SeqConfig:
             raise ConfigError(f"model.norm must be 'pre' or 'post', got '{self.norm}'")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got '{self.activation}'")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"model.pad_id {self.pad_id} is outside the vocabulary")
 
@@ -65,9 +68,10 @@ class FeedForward(nn.Module):
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
         self.act = activation(cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.inner_dropout = nn.Dropout(cfg.activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(self.dropout(self.act(self.fc(x)))))
+        return self.dropout(self.proj(self.inner_dropout(self.act(self.fc(x)))))
 
 
 class Residual(nn.Module):
@@ -87,7 +91,8 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         pre = cfg.norm == "pre"
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias,
+                                       attn_dropout=cfg.attention_dropout)
         self.ff = FeedForward(cfg)
         self.res_attn, self.res_ff = Residual(cfg.d_model, pre), Residual(cfg.d_model, pre)
 
@@ -100,8 +105,10 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         pre = cfg.norm == "pre"
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias, cross=True)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias,
+                                            attn_dropout=cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias, cross=True,
+                                             attn_dropout=cfg.attention_dropout)
         self.ff = FeedForward(cfg)
         self.res_self, self.res_cross, self.res_ff = (Residual(cfg.d_model, pre) for _ in range(3))
 

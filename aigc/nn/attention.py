@@ -51,7 +51,8 @@ class MultiHeadAttention(nn.Module):
     """softmax(Q K^T / sqrt(D)) V over H heads, with fused Q/K/V projections."""
 
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 cross: bool = False) -> None:
+                 cross: bool = False, attn_dropout: float | None = None) -> None:
+        """``dropout`` on the output; ``attn_dropout`` (default: the same) on the attention weights."""
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"width {d_model} is not divisible by {n_head} heads")
@@ -62,7 +63,7 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.dropout = dropout
+        self.dropout = dropout if attn_dropout is None else attn_dropout
         self.resid_dropout = nn.Dropout(dropout)
 
     def _heads(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, H, T, D)
