@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "aigc"
-ORDER = ["errors", "config", "data", "tokenizers", "nn", "models", "objectives", "train", "generate", "eval",
-         "pipelines", "recipes", "api", "cli", "__init__", "__main__"]
+ORDER = ["errors", "config", "data", "tokenizers", "nn", "models", "diffusion", "objectives", "train", "generate",
+         "eval", "pipelines", "recipes", "api", "cli", "__init__", "__main__"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["config"] = RANK["errors"]
 

@@ -12,6 +12,10 @@ resume. It never learns what it trains: the caller passes
   pure function of the step, so resuming needs no data position and any
   (world size x accumulation) split sees the same global batch;
 * optionally ``evaluate(model) -> {"val_loss": ...}``.
+
+An objective that keeps state across steps (a diffusion model's importance
+sampler of timesteps) exposes ``state_dict()`` / ``load_state_dict(d)`` with
+JSON-able values; the trainer checkpoints it with the rest.
 """
 from __future__ import annotations
 
@@ -99,7 +103,10 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best}
+        state = {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best}
+        if hasattr(self.objective, "state_dict"):
+            state["objective"] = self.objective.state_dict()
+        return state
 
     def save(self, pointers: tuple[str, ...] = ("latest",)) -> Path | None:
         if not self.dist.main:
@@ -128,6 +135,8 @@ class Trainer:
         optimizer_from_flat(self.opt, ckpt.read_tensors(path, "optimizer"), state["optimizer"])
         if self.ema is not None and (path / "ema.safetensors").exists():
             self.ema.load(ckpt.read_tensors(path, "ema"))
+        if hasattr(self.objective, "load_state_dict") and "objective" in state:
+            self.objective.load_state_dict(state["objective"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
         self.planned = min(state["planned"], self.cfg.max_steps) if self.cfg.max_minutes else self.cfg.max_steps
         if self.log is not None:

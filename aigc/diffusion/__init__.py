@@ -1,0 +1,26 @@
+"""Diffusion models: the Gaussian process (DDPM / Improved DDPM), its losses, timestep samplers,
+samplers (DDPM, DDIM, DPM-Solver++), classifier-free guidance and image editing.
+
+The network is never imported here: every function takes ``model_fn(x_t, t) -> output``.
+"""
+from .editing import img2img, inpaint, repaint_schedule
+from .guidance import classifier_free, drop_labels
+from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .process import (SPACINGS, GaussianDiffusion, LossType, MeanType, VarType, logsnr_timesteps, respace,
+                      space_timesteps)
+from .samplers import (DEFAULT_SPACING, SAMPLERS, ddim_step, ddpm_step, get_sampler, sample_ddim, sample_ddpm,
+                       sample_dpmpp_2m, sampling_schedule)
+from .schedules import SCHEDULES, cosine_betas, linear_betas, make_betas
+from .timesteps import LossSecondMomentResampler, UniformSampler, make_timestep_sampler
+
+__all__ = [
+    "GaussianDiffusion", "MeanType", "VarType", "LossType", "respace", "space_timesteps",
+    "logsnr_timesteps", "SPACINGS",
+    "linear_betas", "cosine_betas", "make_betas", "SCHEDULES",
+    "normal_kl", "discretized_gaussian_log_likelihood", "mean_flat",
+    "UniformSampler", "LossSecondMomentResampler", "make_timestep_sampler",
+    "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddpm_step", "ddim_step", "SAMPLERS", "DEFAULT_SPACING",
+    "get_sampler", "sampling_schedule",
+    "classifier_free", "drop_labels",
+    "inpaint", "img2img", "repaint_schedule",
+]

@@ -1,0 +1,38 @@
+"""The diffusion settings a run is trained with, saved in its checkpoint, and the process they make."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .process import GaussianDiffusion, VarType
+from .schedules import make_betas
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000            # T of the training schedule (samplers respace it)
+    schedule: str = "cosine"         # cosine | linear
+    mean_type: str = "epsilon"       # epsilon | x0 | v: what the network predicts
+    learn_sigma: bool = True         # learned-range Σ (Improved DDPM); else fixed_variance
+    fixed_variance: str = "fixed_large"  # fixed_large (β_t) | fixed_small (β̃_t), when Σ is not learned
+    loss: str = "hybrid"             # mse | kl | hybrid (L_simple + λ L_vlb)
+    vlb_weight: float = 0.001        # λ of the hybrid loss
+    timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl)
+    class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
+
+    def validate(self) -> None:
+        if self.timesteps < 1:
+            raise ConfigError(f"diffusion.timesteps must be positive, got {self.timesteps}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ConfigError(f"diffusion.class_dropout must be in [0, 1), got {self.class_dropout}")
+        if self.fixed_variance not in ("fixed_large", "fixed_small"):
+            raise ConfigError(f"diffusion.fixed_variance must be fixed_large or fixed_small, got "
+                              f"'{self.fixed_variance}'")
+        if self.loss == "hybrid" and not self.learn_sigma:
+            raise ConfigError("the hybrid loss trains a learned Σ: use diffusion.loss=mse without --learn-sigma")
+        self.process()  # unknown schedule, mean type or loss fail here
+
+    def process(self) -> GaussianDiffusion:
+        var = VarType.LEARNED_RANGE if self.learn_sigma else VarType(self.fixed_variance)
+        return GaussianDiffusion(make_betas(self.schedule, self.timesteps), mean_type=self.mean_type,
+                                 var_type=var, loss_type=self.loss, vlb_weight=self.vlb_weight)

@@ -1,0 +1,183 @@
+"""Samplers: pure functions with one shared signature (k-diffusion style).
+
+    sampler(model_fn, noise, process, steps, *, generator=None, callback=None,
+            clip_denoised=True, start_step=0, project=None) -> x_0
+
+* ``model_fn(x_t, t)`` is the network (conditioning and guidance closed over); it receives the
+  training schedule's timestep indices (B,).
+* ``steps`` is the number of network evaluations: ``process`` is respaced to ``steps`` timesteps
+  (cached on the process) chosen by ``spacing`` (None: the sampler's default in ``DEFAULT_SPACING``;
+  see :func:`aigc.diffusion.process.space_timesteps`).
+* ``callback(info)`` gets {"step", "steps", "t", "x", "pred_x0"} after every step ("step" counts
+  from 0 over the full schedule, "t" is the model timestep just evaluated); it may raise to cancel.
+* ``start_step`` skips the first steps (img2img: ``noise`` is then the already-noised image at the
+  noise level of respaced index ``steps - 1 - start_step``).
+* ``project(x, t_next)`` is applied after every step; ``t_next`` is the index into ``process``'s
+  schedule whose noise level x now has, or -1 once x is clean (inpainting re-imposes known pixels).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .process import GaussianDiffusion, ModelFn
+
+Callback = Callable[[dict], None]
+Project = Callable[[Tensor, int], Tensor]
+
+
+def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _check_start(start_step: int, steps: int) -> int:
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < steps:
+        raise ConfigError(f"start_step must be a whole number in 0..{steps - 1}, got {start_step!r}")
+    return start_step
+
+
+def _evaluate(model_fn: ModelFn, rp: GaussianDiffusion, x: Tensor, i: int) -> tuple[Tensor, Tensor]:
+    t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    return model_fn(x, rp.model_timesteps(t)).to(x.dtype), t
+
+
+def ddpm_step(rp: GaussianDiffusion, model_output: Tensor, x: Tensor, i: int, *,
+              generator: torch.Generator | None = None, clip_denoised: bool = True) -> tuple[Tensor, Tensor]:
+    """One ancestral step x_i -> x_{i-1} ~ N(μ_θ, Σ_θ) of ``rp`` (DDPM Alg. 2; Σ_θ per its var type, so a
+    learned range interpolates the respaced β̃/β as in Improved DDPM §4). Returns (x_prev, pred_x0)."""
+    t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    out = rp.p_mean_variance(model_output, x, t, clip_denoised)
+    if i == 0:  # the last step returns the mean (no noise at t = 1)
+        return out["mean"], out["pred_x0"]
+    return out["mean"] + torch.exp(0.5 * out["log_variance"]) * _randn(x, generator), out["pred_x0"]
+
+
+def ddim_step(rp: GaussianDiffusion, model_output: Tensor, x: Tensor, i: int, *, eta: float = 0.0,
+              generator: torch.Generator | None = None, clip_denoised: bool = True) -> tuple[Tensor, Tensor]:
+    """One DDIM step (Song et al. 2021, eq. 12): x_{i-1} = √ᾱ' x̂_0 + √(1 − ᾱ' − σ²) ε̂ + σ z with
+    σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ') (eq. 16); η = 0 is deterministic."""
+    t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    pred_x0, pred_eps = rp.predict_start(model_output, x, t, clip_denoised)
+    abar, abar_prev = float(rp.alphas_cumprod[i]), float(rp.alphas_cumprod_prev[i])
+    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar)) * math.sqrt(1 - abar / abar_prev)
+    x_prev = math.sqrt(abar_prev) * pred_x0 + math.sqrt(max(1 - abar_prev - sigma ** 2, 0.0)) * pred_eps
+    if sigma > 0:
+        x_prev = x_prev + sigma * _randn(x, generator)
+    return x_prev, pred_x0
+
+
+def sampling_schedule(process: GaussianDiffusion, steps: int, spacing: str | None,
+             sampler: str) -> tuple[GaussianDiffusion, list[int]]:
+    """(the respaced process, the indices of ``process`` it keeps) for a sampler."""
+    spacing = spacing or DEFAULT_SPACING[sampler]
+    return process.respaced(steps, spacing), process.sampling_timesteps(steps, spacing)
+
+
+def _loop(step, model_fn: ModelFn, noise: Tensor, rp: GaussianDiffusion, kept: list[int],
+          callback: Callback | None, start_step: int, project: Project | None) -> Tensor:
+    steps = rp.num_timesteps
+    start_step = _check_start(start_step, steps)
+    x = noise
+    for k in range(start_step, steps):
+        i = steps - 1 - k
+        out, _ = _evaluate(model_fn, rp, x, i)
+        x, pred_x0 = step(rp, out, x, i)
+        if project is not None:
+            x = project(x, kept[i - 1] if i > 0 else -1)
+        if callback is not None:
+            callback({"step": k, "steps": steps, "t": int(rp.timestep_map[i]), "x": x, "pred_x0": pred_x0})
+    return x
+
+
+@torch.no_grad()
+def sample_ddpm(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
+                generator: torch.Generator | None = None, callback: Callback | None = None,
+                clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
+                spacing: str | None = None) -> Tensor:
+    """Ancestral sampling with the process's (possibly learned) variance on ``steps`` respaced timesteps."""
+    rp, kept = sampling_schedule(process, steps, spacing, "ddpm")
+
+    def step(rp, out, x, i):
+        return ddpm_step(rp, out, x, i, generator=generator, clip_denoised=clip_denoised)
+    return _loop(step, model_fn, noise, rp, kept, callback, start_step, project)
+
+
+@torch.no_grad()
+def sample_ddim(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
+                generator: torch.Generator | None = None, callback: Callback | None = None,
+                clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
+                spacing: str | None = None, eta: float = 0.0) -> Tensor:
+    """DDIM sampling; η = 0 is deterministic and draws no random numbers, η = 1 matches DDPM's β̃."""
+    rp, kept = sampling_schedule(process, steps, spacing, "ddim")
+    if eta < 0:
+        raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
+
+    def step(rp, out, x, i):
+        return ddim_step(rp, out, x, i, eta=eta, generator=generator, clip_denoised=clip_denoised)
+    return _loop(step, model_fn, noise, rp, kept, callback, start_step, project)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
+                    generator: torch.Generator | None = None, callback: Callback | None = None,
+                    clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
+                    spacing: str | None = None) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order in data prediction on the
+    discrete schedule, with α_i = √ᾱ_i, σ_i = √(1−ᾱ_i), λ_i = log(α_i/σ_i). Step i -> i-1 with h = λ_{i-1} − λ_i:
+        x_{i-1} = (σ_{i-1}/σ_i) x_i − α_{i-1} (e^{−h} − 1) D,
+        D = (1 + 1/(2r)) x̂_0(i) − 1/(2r) x̂_0(i+1),  r = h_prev / h   (first order D = x̂_0(i) on the first step).
+    The last step goes to σ = 0 and is first order: x_0 = x̂_0 at the smallest timestep. Timesteps are
+    spaced evenly in λ by default ("logsnr", DPM-Solver's choice for low resolutions): evenly spaced t put
+    one huge λ step at the clean end, where the second-order extrapolation (small r) overshoots.
+    ``generator`` is unused (the solver is deterministic)."""
+    rp, kept = sampling_schedule(process, steps, spacing, "dpm++")
+    start_step = _check_start(start_step, steps)
+    alpha = [math.sqrt(a) for a in rp.alphas_cumprod]
+    sigma = [math.sqrt(1 - a) for a in rp.alphas_cumprod]
+    lam = [math.log(a) - math.log(s) for a, s in zip(alpha, sigma)]
+    x = noise
+    prev_x0: Tensor | None = None
+    prev_h = 0.0
+    for k in range(start_step, steps):
+        i = steps - 1 - k
+        out, t = _evaluate(model_fn, rp, x, i)
+        pred_x0, _ = rp.predict_start(out, x, t, clip_denoised)
+        if i == 0:
+            x = pred_x0
+        else:
+            j = i - 1
+            h = lam[j] - lam[i]
+            if prev_x0 is None:
+                d = pred_x0
+            else:
+                r = prev_h / h
+                d = (1 + 1 / (2 * r)) * pred_x0 - (1 / (2 * r)) * prev_x0
+            x = (sigma[j] / sigma[i]) * x - alpha[j] * math.expm1(-h) * d
+            prev_h = h
+        prev_x0 = pred_x0
+        if project is not None:
+            x = project(x, kept[i - 1] if i > 0 else -1)
+        if callback is not None:
+            callback({"step": k, "steps": steps, "t": int(rp.timestep_map[i]), "x": x, "pred_x0": pred_x0})
+    return x
+
+
+DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpm++": "logsnr"}
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpm++": sample_dpmpp_2m,
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """The sampler called ``name``; an unknown name raises :class:`ConfigError` listing the choices."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}") from None

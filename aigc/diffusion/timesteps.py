@@ -1,0 +1,115 @@
+"""Samplers of training timesteps t, with importance weights.
+
+``sample(batch_size)`` returns (t (B,) long, weights (B,) float); multiply each example's loss by its
+weight and the mean stays an unbiased estimate of the uniform-t objective: E_p[w·L_t] = (1/T) Σ_t L_t
+for w = 1/(T p_t).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+
+class UniformSampler:
+    """t ~ U{0, …, T−1}, all weights 1."""
+
+    kind = "uniform"
+
+    def __init__(self, num_timesteps: int) -> None:
+        if num_timesteps < 1:
+            raise ConfigError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        self.num_timesteps = int(num_timesteps)
+
+    def probabilities(self) -> np.ndarray:
+        return np.full(self.num_timesteps, 1.0 / self.num_timesteps)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        t = torch.randint(0, self.num_timesteps, (batch_size,), generator=generator)
+        return t.to(device), torch.ones(batch_size, device=device)
+
+    def update(self, t: Tensor, losses: Tensor) -> None:
+        """Record per-example losses at their timesteps (no-op for the uniform sampler)."""
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "num_timesteps": self.num_timesteps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != self.kind or state.get("num_timesteps") != self.num_timesteps:
+            raise ConfigError(f"timestep-sampler state is for {state.get('kind')} with "
+                              f"T={state.get('num_timesteps')}, not {self.kind} with T={self.num_timesteps}")
+
+
+class LossSecondMomentResampler(UniformSampler):
+    """Importance sampling of t for the pure-VLB objective (Improved DDPM §3.3, eq. 18):
+    p_t ∝ √E[L_t²] from the last ``history`` losses per t, mixed with ``uniform_prob`` of the uniform
+    distribution; uniform until every t has a full history."""
+
+    kind = "loss-second-moment"
+
+    def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001) -> None:
+        super().__init__(num_timesteps)
+        if history < 1 or not 0 < uniform_prob <= 1:
+            raise ConfigError("history must be >= 1 and uniform_prob in (0, 1]")
+        self.history = int(history)
+        self.uniform_prob = float(uniform_prob)
+        self._losses = np.zeros((self.num_timesteps, self.history), dtype=np.float64)
+        self._counts = np.zeros(self.num_timesteps, dtype=np.int64)
+
+    @property
+    def warmed_up(self) -> bool:
+        return bool((self._counts == self.history).all())
+
+    def probabilities(self) -> np.ndarray:
+        if not self.warmed_up:
+            return super().probabilities()
+        w = np.sqrt(np.mean(self._losses ** 2, axis=-1))
+        if not np.isfinite(w).all() or w.sum() <= 0:
+            return super().probabilities()
+        w = w / w.sum()
+        return w * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        if not self.warmed_up:
+            return super().sample(batch_size, generator, device)
+        p = torch.from_numpy(self.probabilities())
+        t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        weights = 1.0 / (self.num_timesteps * p[t])  # importance weight 1/(T p_t)
+        return t.to(device), weights.float().to(device)
+
+    def update(self, t: Tensor, losses: Tensor) -> None:
+        """Append each example's loss to the history of its t (oldest dropped once full). In data-parallel
+        training pass the gathered t and losses of all ranks so every rank keeps the same history."""
+        for ti, li in zip(t.detach().cpu().tolist(), losses.detach().double().cpu().tolist()):
+            if self._counts[ti] == self.history:
+                self._losses[ti, :-1] = self._losses[ti, 1:]
+                self._losses[ti, -1] = li
+            else:
+                self._losses[ti, self._counts[ti]] = li
+                self._counts[ti] += 1
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "num_timesteps": self.num_timesteps, "history": self.history,
+                "uniform_prob": self.uniform_prob, "losses": self._losses.tolist(),
+                "counts": self._counts.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state.get("history") != self.history:
+            raise ConfigError(f"timestep-sampler state keeps {state.get('history')} losses per t, not {self.history}")
+        self.uniform_prob = float(state["uniform_prob"])
+        self._losses = np.asarray(state["losses"], dtype=np.float64).reshape(self.num_timesteps, self.history)
+        self._counts = np.asarray(state["counts"], dtype=np.int64).reshape(self.num_timesteps)
+
+
+TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecondMomentResampler}
+
+
+def make_timestep_sampler(name: str, num_timesteps: int) -> UniformSampler:
+    if name not in TIMESTEP_SAMPLERS:
+        raise ConfigError(f"unknown timestep sampler '{name}'; choose one of: {', '.join(TIMESTEP_SAMPLERS)}")
+    return TIMESTEP_SAMPLERS[name](num_timesteps)

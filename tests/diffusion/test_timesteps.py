@@ -1,0 +1,81 @@
+"""Training-timestep samplers: uniform and loss-second-moment importance sampling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aigc.diffusion import LossSecondMomentResampler, UniformSampler, make_timestep_sampler
+from aigc.errors import ConfigError
+
+
+def test_uniform_sampler():
+    s = UniformSampler(50)
+    t, w = s.sample(10000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() < 50 and len(t.unique()) == 50
+    assert torch.equal(w, torch.ones(10000))
+
+
+def _warm(T=20, seed=0):
+    rng = np.random.default_rng(seed)
+    table = rng.uniform(0.1, 5.0, size=T) ** 2  # a fixed per-t loss, spread over two orders of magnitude
+    s = LossSecondMomentResampler(T)
+    for _ in range(10):
+        t = torch.arange(T)
+        s.update(t, torch.from_numpy(table))
+    return s, table
+
+
+def test_resampler_is_uniform_until_every_t_has_a_full_history():
+    s = LossSecondMomentResampler(5)
+    s.update(torch.tensor([0, 1, 2, 3, 4] * 9), torch.ones(45))
+    assert not s.warmed_up
+    _, w = s.sample(100, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(w, torch.ones(100))
+    s.update(torch.tensor([0, 1, 2, 3]), torch.ones(4))
+    assert not s.warmed_up
+    s.update(torch.tensor([4]), torch.ones(1))
+    assert s.warmed_up
+
+
+def test_importance_weights_keep_the_estimate_unbiased():
+    s, table = _warm()
+    p = s.probabilities()
+    assert p.sum() == pytest.approx(1.0) and (p >= 0.001 / 20).all()
+    # p ∝ √E[L²] = L for a constant table (mixed with 0.1 % uniform)
+    np.testing.assert_allclose(p, 0.999 * table / table.sum() + 0.001 / 20, rtol=1e-12)
+    # Exactly: Σ_t p_t · w_t · L_t = mean_t L_t, with w_t = 1/(T p_t)
+    assert float(np.sum(p * (1 / (20 * p)) * table)) == pytest.approx(table.mean(), rel=1e-12)
+    # And by Monte Carlo through sample()
+    t, w = s.sample(200_000, generator=torch.Generator().manual_seed(0))
+    est = float((w.double() * torch.from_numpy(table)[t]).mean())
+    assert est == pytest.approx(table.mean(), rel=0.01)
+    # The importance-sampled estimator has lower variance than uniform sampling here.
+    var_is = float((w.double() * torch.from_numpy(table)[t]).var())
+    assert var_is < table.var()
+
+
+def test_history_keeps_the_last_losses():
+    s = LossSecondMomentResampler(2, history=3)
+    s.update(torch.tensor([0, 0, 0, 0, 1, 1, 1]), torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0]))
+    np.testing.assert_allclose(s._losses[0], [2, 3, 4])
+
+
+def test_state_round_trips_through_json():
+    s, _ = _warm()
+    state = json.loads(json.dumps(s.state_dict()))
+    s2 = LossSecondMomentResampler(20)
+    s2.load_state_dict(state)
+    np.testing.assert_array_equal(s2.probabilities(), s.probabilities())
+    a = s.sample(64, generator=torch.Generator().manual_seed(5))
+    b = s2.sample(64, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ConfigError):
+        LossSecondMomentResampler(30).load_state_dict(state)
+    u = UniformSampler(20)
+    u.load_state_dict(json.loads(json.dumps(u.state_dict())))
+    assert isinstance(make_timestep_sampler("loss-second-moment", 4), LossSecondMomentResampler)
+    with pytest.raises(ConfigError, match="unknown timestep sampler"):
+        make_timestep_sampler("nope", 4)
