@@ -10,12 +10,16 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .pipelines.image import ImageModel, load_image_model
 from .pipelines.text import GenerationConfig, TextModel, generation_config, load_text_model
 from .pipelines.translate import Translator, load_translator
 from .train import checkpoint as ckpt
 
 
-def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> TextModel | Translator:
+Model = TextModel | Translator | ImageModel
+
+
+def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Model:
     """Load a trained model from a run folder (its best checkpoint) or a checkpoint folder.
 
     ``ema`` prefers the EMA weights when the run kept them.
@@ -27,16 +31,19 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
         return load_text_model(folder, config, ema, device)
     if kind == "seq2seq":
         return load_translator(folder, config, ema, device)
+    if kind == "unet":
+        return load_image_model(folder, config, ema, device)
     raise CheckpointError(f"'{path}' holds a '{kind}' model, which this version of aigc cannot load")
 
 
-def load_kind(path: str | Path, kind: type, **kwargs) -> TextModel | Translator:
+def load_kind(path: str | Path, kind: type, **kwargs) -> Model:
     """``load``, then check that the model is of the expected kind (for the CLI)."""
     model = load(path, **kwargs)
     if not isinstance(model, kind):
-        what = "a language model" if kind is TextModel else "a translation model"
+        what = {TextModel: "a language model", Translator: "a translation model",
+                ImageModel: "an image diffusion model"}[kind]
         raise CheckpointError(f"'{path}' is not {what}")
     return model
 
 
-__all__ = ["load", "load_kind", "TextModel", "Translator", "GenerationConfig", "generation_config"]
+__all__ = ["load", "load_kind", "TextModel", "Translator", "ImageModel", "GenerationConfig", "generation_config"]

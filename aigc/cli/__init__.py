@@ -9,7 +9,7 @@ import sys
 import typer
 
 from ..errors import AigcError
-from . import text, translate  # noqa: F401  (they register their commands)
+from . import image, text, translate  # noqa: F401  (they register their commands)
 from .common import app
 
 try:  # typer >= 0.16 vendors click under typer._click

@@ -1,0 +1,339 @@
+"""UNet noise predictor of Improved DDPM (Nichol & Dhariwal 2021; Ho et al. 2020).
+
+    x (B, C, H, W), t (B,), y (B,) ->
+      conv_in -> [ResBlock (+ self-attention)] x num_res_blocks, stride-2 conv, ... (encoder, skips saved)
+      -> ResBlock, self-attention, ResBlock (middle)
+      -> [concat skip, ResBlock (+ self-attention)] x (num_res_blocks + 1), nearest upsample + conv, ...
+      -> GroupNorm, SiLU, zero-initialised conv -> (B, out_channels, H, W)
+
+Each residual block receives the timestep (+ class) embedding as a per-channel
+scale and shift of its second GroupNorm ("adaptive group normalisation",
+Dhariwal & Nichol 2021); its last convolution starts at zero, so every block
+is the identity at initialisation and the whole network outputs exactly zero.
+Down-sampling is a stride-2 convolution (28 -> 14 -> 7 -> 4), and up-sampling
+is nearest-neighbour to the size of the matching skip, so odd sizes round-trip.
+With ``learn_sigma`` the output has 2·C channels: the mean (ε) and the
+interpolation weight v of the learned variance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..nn.timestep import timestep_embedding
+
+GN_EPS = 1e-5
+
+
+@dataclass
+class UNetConfig:
+    image_size: int = 28
+    in_channels: int = 1
+    model_channels: int = 64                  # channels of the first level
+    out_channels: int = 0                     # 0 -> in_channels (doubled when learn_sigma)
+    learn_sigma: bool = False                 # also output the variance interpolation v (Improved DDPM)
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # channels of level i = model_channels * channel_mult[i]
+    num_res_blocks: int = 2                   # residual blocks per level (encoder; decoder has one more)
+    attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (pixels) that get self-attention
+    num_heads: int = 4
+    head_channels: int = 0                    # > 0: heads = channels // head_channels (overrides num_heads)
+    dropout: float = 0.0
+    num_classes: int | None = None            # None/0: unconditional; else + one learned null class
+    use_scale_shift_norm: bool = True
+    norm_groups: int = 32                     # GroupNorm groups, lowered to divide the channels
+
+    def __post_init__(self) -> None:          # JSON gives lists
+        self.channel_mult = tuple(self.channel_mult)
+        self.attention_resolutions = tuple(self.attention_resolutions)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.num_classes)
+
+    @property
+    def out_ch(self) -> int:
+        """Channels of the output: ``out_channels`` or C (2·C with a learned Σ)."""
+        if self.out_channels:
+            return self.out_channels
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+    def resolutions(self) -> list[int]:
+        """Feature-map size of each level: image_size, then ceil(size / 2) per stride-2 conv."""
+        sizes = [self.image_size]
+        for _ in self.channel_mult[1:]:
+            sizes.append((sizes[-1] + 1) // 2)
+        return sizes
+
+    def heads(self, channels: int) -> int:
+        return channels // self.head_channels if self.head_channels > 0 else self.num_heads
+
+    def validate(self) -> None:
+        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        for name in ("out_channels", "head_channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"model.{name} must be 0 or a positive integer, got {getattr(self, name)!r}")
+        if not self.channel_mult or any(not isinstance(m, int) or m <= 0 for m in self.channel_mult):
+            raise ConfigError(f"model.channel_mult must be positive integers, e.g. [1, 2, 2]; got {list(self.channel_mult)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 0):
+            raise ConfigError(f"model.num_classes must be null, 0 or a positive integer, got {self.num_classes!r}")
+        sizes = [self.image_size]
+        for _ in self.channel_mult[1:]:
+            if sizes[-1] < 2:
+                raise ConfigError(
+                    f"model.channel_mult has {len(self.channel_mult)} levels, too many for "
+                    f"{self.image_size}x{self.image_size} images (each level halves the size); use fewer")
+            sizes.append((sizes[-1] + 1) // 2)
+        for res in self.attention_resolutions:
+            if res not in sizes:
+                raise ConfigError(
+                    f"model.attention_resolutions asks for {res}x{res}, which this UNet never reaches; "
+                    f"its levels are {', '.join(f'{s}x{s}' for s in sizes)}")
+        attended = {self.model_channels * m for m, s in zip(self.channel_mult, sizes)
+                    if s in self.attention_resolutions}
+        attended.add(self.model_channels * self.channel_mult[-1])  # the middle block always attends
+        for ch in sorted(attended):
+            if self.head_channels > 0 and ch % self.head_channels:
+                raise ConfigError(f"model.head_channels ({self.head_channels}) must divide the {ch} channels "
+                                  "of every attention layer")
+            if self.head_channels == 0 and ch % self.num_heads:
+                raise ConfigError(f"model.num_heads ({self.num_heads}) must divide the {ch} channels "
+                                  "of every attention layer")
+
+
+def norm_groups(channels: int, max_groups: int = 32) -> int:
+    """The largest group count <= ``max_groups`` that divides ``channels``."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def _conv_flops(c_in: int, c_out: int, k: int, h: int, w: int) -> int:
+    return 2 * c_in * c_out * k * k * h * w
+
+
+class ResBlock(nn.Module):
+    """GroupNorm, SiLU, conv; + embedding as scale/shift of the second GroupNorm; SiLU, dropout, zero conv."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool,
+                 max_groups: int) -> None:
+        super().__init__()
+        self.c_in, self.c_out, self.emb_dim, self.scale_shift = c_in, c_out, emb_dim, scale_shift
+        self.norm1 = nn.GroupNorm(norm_groups(c_in, max_groups), c_in, eps=GN_EPS)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
+        self.norm2 = nn.GroupNorm(norm_groups(c_out, max_groups), c_out, eps=GN_EPS)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x (B, C_in, H, W), emb (B, E) already through SiLU -> (B, C_out, H, W)."""
+        n1 = self.norm1
+        h = self.conv1(F.silu(F.group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps)))  # (B, C_out, H, W)
+        e = self.emb(emb)[:, :, None, None]                                                # (B, 2C_out, 1, 1)
+        n2 = self.norm2
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = torch.addcmul(shift, F.group_norm(h, n2.num_groups, n2.weight, n2.bias, n2.eps), 1 + scale)
+        else:
+            h = F.group_norm(h + e, n2.num_groups, n2.weight, n2.bias, n2.eps)
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+    def flops(self, h: int, w: int) -> int:
+        n = _conv_flops(self.c_in, self.c_out, 3, h, w) + _conv_flops(self.c_out, self.c_out, 3, h, w)
+        n += 2 * self.emb_dim * self.emb.out_features
+        if self.c_in != self.c_out:
+            n += _conv_flops(self.c_in, self.c_out, 1, h, w)
+        return n
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H·W positions of a feature map (residual, zero-init output)."""
+
+    def __init__(self, channels: int, heads: int, max_groups: int) -> None:
+        super().__init__()
+        self.channels, self.heads = channels, heads
+        self.norm = nn.GroupNorm(norm_groups(channels, max_groups), channels, eps=GN_EPS)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        L, nh = H * W, self.heads
+        n = self.norm
+        h = F.group_norm(x, n.num_groups, n.weight, n.bias, n.eps).flatten(2).transpose(1, 2)  # (B, L, C)
+        q, k, v = self.qkv(h).view(B, L, 3, nh, C // nh).permute(2, 0, 3, 1, 4)              # (B, nh, L, D) each
+        o = F.scaled_dot_product_attention(q, k, v)                                          # (B, nh, L, D)
+        o = self.proj(o.transpose(1, 2).reshape(B, L, C))                                    # (B, L, C)
+        return x + o.transpose(1, 2).reshape(B, C, H, W)
+
+    def flops(self, h: int, w: int) -> int:
+        L, C = h * w, self.channels
+        return 2 * L * C * 3 * C + 4 * L * L * C + 2 * L * C * C  # qkv, QK^T and AV, output projection
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution: H -> ceil(H / 2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+    def flops(self, h: int, w: int) -> int:
+        return _conv_flops(self.channels, self.channels, 3, (h + 1) // 2, (w + 1) // 2)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour resize to a given size (that of the next skip), then a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+    def flops(self, h: int, w: int) -> int:  # h, w: the output size
+        return _conv_flops(self.channels, self.channels, 3, h, w)
+
+
+class Block(nn.Module):
+    """One step of the encoder or decoder path: a ResBlock, optional attention, optional upsampling."""
+
+    def __init__(self, res: ResBlock, attn: Attention | None = None, up: Upsample | None = None) -> None:
+        super().__init__()
+        self.res, self.attn, self.up = res, attn, up
+
+    def forward(self, x: Tensor, emb: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        x = self.res(x, emb)
+        if self.attn is not None:
+            x = self.attn(x)
+        if self.up is not None:
+            x = self.up(x, size)
+        return x
+
+    def flops(self, h: int, w: int, size: tuple[int, int] | None = None) -> int:
+        n = self.res.flops(h, w) + (self.attn.flops(h, w) if self.attn is not None else 0)
+        return n + (self.up.flops(*size) if self.up is not None else 0)
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: UNetConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        mc, groups = cfg.model_channels, cfg.norm_groups
+        emb_dim = 4 * mc
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # index num_classes is the learned "null" class of classifier-free guidance (Ho & Salimans 2022)
+        self.label_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.conditional else None
+
+        def res(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, emb_dim, cfg.dropout, cfg.use_scale_shift_norm, groups)
+
+        def attn(ch: int) -> Attention:
+            return Attention(ch, cfg.heads(ch), groups)
+
+        sizes = cfg.resolutions()
+        self.conv_in = nn.Conv2d(cfg.in_channels, mc, 3, padding=1)
+        self.down = nn.ModuleList()            # Block | Downsample; each output is a skip
+        skip_ch, ch = [mc], mc
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                out = mc * mult
+                self.down.append(Block(res(ch, out), attn(out) if sizes[level] in cfg.attention_resolutions else None))
+                ch = out
+                skip_ch.append(ch)
+            if level < len(cfg.channel_mult) - 1:
+                self.down.append(Downsample(ch))
+                skip_ch.append(ch)
+        self.mid = nn.ModuleList([Block(res(ch, ch), attn(ch)), Block(res(ch, ch))])
+        self.up = nn.ModuleList()              # Block, each consuming one skip
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                out = mc * mult
+                a = attn(out) if sizes[level] in cfg.attention_resolutions else None
+                u = Upsample(out) if level > 0 and i == cfg.num_res_blocks else None
+                self.up.append(Block(res(ch + skip_ch.pop(), out), a, u))
+                ch = out
+        self.norm_out = nn.GroupNorm(norm_groups(ch, groups), ch, eps=GN_EPS)
+        self.conv_out = nn.Conv2d(ch, cfg.out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:
+        """Timestep (+ class) embedding, (B, 4·model_channels), before the blocks' SiLU."""
+        t = torch.as_tensor(t, device=self.conv_in.weight.device)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(self.conv_in.weight.dtype))
+        if self.label_embed is not None:
+            if y is None:  # unconditional prediction: the null class
+                y = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=emb.device)
+            emb = emb + self.label_embed(y)
+        elif y is not None:
+            raise ValueError("this UNet is unconditional (num_classes is not set); pass y=None")
+        return emb
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), t (B,) or scalar timesteps (floats allowed), y (B,) class ids or None
+        (num_classes = the null class) -> (B, out_channels, H, W)."""
+        emb = F.silu(self.embed(t, y, x.shape[0]))       # (B, E); every block's embedding layer starts with SiLU
+        h = self.conv_in(x)                              # (B, mc, H, W)
+        skips = [h]
+        for blk in self.down:
+            h = blk(h, emb) if isinstance(blk, Block) else blk(h)
+            skips.append(h)
+        for blk in self.mid:
+            h = blk(h, emb)
+        for blk in self.up:
+            h = torch.cat((h, skips.pop()), dim=1)
+            h = blk(h, emb, skips[-1].shape[-2:] if blk.up is not None else None)
+        n = self.norm_out
+        return self.conv_out(F.silu(F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)))
+
+    def flops_per_image(self) -> int:
+        """Forward FLOPs for one image (2 per multiply-add) of convolutions, linear layers and attention
+        matmuls; normalisation and elementwise work are left out, as in ``torch.utils.flop_counter``."""
+        cfg = self.config
+        mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
+        n = 2 * mc * emb_dim + 2 * emb_dim * emb_dim     # time MLP
+        h = w = cfg.image_size
+        n += _conv_flops(cfg.in_channels, mc, 3, h, w)
+        skips = [(h, w)]
+        for blk in self.down:
+            n += blk.flops(h, w)
+            if isinstance(blk, Downsample):
+                h, w = (h + 1) // 2, (w + 1) // 2
+            skips.append((h, w))
+        n += sum(blk.flops(h, w) for blk in self.mid)
+        for blk in self.up:
+            skips.pop()
+            size = skips[-1] if blk.up is not None else None
+            n += blk.flops(h, w, size)
+            if size is not None:
+                h, w = size
+        return n + _conv_flops(self.conv_out.in_channels, cfg.out_ch, 3, h, w)

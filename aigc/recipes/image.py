@@ -1,0 +1,143 @@
+"""Train a diffusion model on images: config, presets and the wiring.
+
+images -> ImageBatches -> UNet -> DiffusionObjective (Improved DDPM's hybrid
+loss, learned Σ, label dropout for guidance) -> the generic trainer,
+validated by the loss terms on a fixed held-out batch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import apply_overrides, from_dict
+from ..data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
+from ..diffusion import GaussianDiffusion, make_timestep_sampler
+from ..diffusion.config import DiffusionConfig
+from ..errors import ConfigError
+from ..models.unet import UNet, UNetConfig
+from ..objectives.diffusion import DiffusionObjective
+from ..train import checkpoint as ckpt
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer
+
+KIND = "unet"
+PRESETS = ("tiny", "small", "base")
+
+
+@dataclass
+class ImageRunConfig:
+    data: str = "fashion-mnist"
+    image_size: int = 0              # 0: the data set's own size (28 for fashion-mnist, 8 for digits)
+    class_cond: bool = False         # condition on the data set's classes (+ a null class for guidance)
+    hflip: bool = False              # random horizontal flips
+    val_images: int = 256            # held-out images scored at each validation
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.image_size < 0 or self.val_images < 1:
+            raise ConfigError("image_size must not be negative and val_images must be positive")
+        self.diffusion.validate()
+        self.train.validate()
+
+
+def preset(name: str) -> ImageRunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    text = resources.files("aigc.configs").joinpath(f"image-{name}.json").read_text(encoding="utf-8")
+    return from_dict(ImageRunConfig, json.loads(text))
+
+
+def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> ImageRunConfig:
+    cfg = apply_overrides(preset(preset_name), {"data": data, **overrides})
+    cfg.validate()
+    return cfg
+
+
+def resume_config(out: Path, overrides: dict[str, str]) -> ImageRunConfig:
+    bad = [k for k in overrides if not k.startswith("train.")]
+    if bad:
+        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
+    saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
+    if saved.get("kind") != KIND:
+        raise ConfigError(f"'{out}' is not an image diffusion run")
+    names = list(ImageRunConfig.__dataclass_fields__)
+    cfg = apply_overrides(from_dict(ImageRunConfig, {k: saved[k] for k in names if k in saved}), overrides)
+    cfg.validate()
+    return cfg
+
+
+class ImageValidation:
+    """The loss terms on a fixed held-out batch at fixed timesteps and noise (comparable across steps)."""
+
+    def __init__(self, process: GaussianDiffusion, data: ImageDataset, n: int, class_cond: bool) -> None:
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(data), generator=g)[:n]
+        self.x0 = to_model_range(data.images[idx])
+        self.y = data.labels[idx] if class_cond and data.labels is not None else None
+        self.t = torch.randint(0, process.num_timesteps, (len(idx),), generator=g)
+        self.noise = torch.randn(self.x0.shape, generator=g)
+        self.process = process
+
+    def __call__(self, model: torch.nn.Module, batch_size: int = 64) -> dict[str, float]:
+        device = next(model.parameters()).device
+        sums = {"val_loss": 0.0, "val_mse": 0.0, "val_vb": 0.0}
+        for i in range(0, len(self.x0), batch_size):
+            sl = slice(i, i + batch_size)
+            x0, t, noise = self.x0[sl].to(device), self.t[sl].to(device), self.noise[sl].to(device)
+            y = self.y[sl].to(device) if self.y is not None else None
+            terms = self.process.training_losses(lambda x, s: model(x, s, y), x0, t, noise)
+            for key in sums:
+                sums[key] += terms[key.removeprefix("val_")].sum().item()
+        return {k: v / len(self.x0) for k, v in sums.items()}
+
+
+def model_config(cfg: ImageRunConfig, data: ImageDataset) -> UNetConfig:
+    """The UNet config completed from the data: size, channels, classes, learned Σ."""
+    m = cfg.model
+    m.image_size, m.in_channels = data.image_size, data.channels
+    m.learn_sigma = cfg.diffusion.learn_sigma
+    if cfg.class_cond:
+        if data.labels is None:
+            raise ConfigError(f"--class-cond needs labelled images; '{cfg.data}' has none "
+                              "(give a folder class sub-folders)")
+        m.num_classes = len(data.class_names) or int(data.labels.max()) + 1
+    else:
+        m.num_classes = None
+    m.validate()
+    return m
+
+
+def train_image(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a diffusion model into run folder ``out``; returns the final metrics."""
+    out = Path(out)
+    if not resume and ckpt.has_checkpoint(out):
+        raise ConfigError(f"'{out}' already holds a trained run; pass --resume to continue it, or choose another --out")
+    size = cfg.image_size or None
+    train_data = load_image_dataset(cfg.data, "train", size)
+    test_data = load_image_dataset(cfg.data, "test", size)
+    model_config(cfg, train_data)
+    process = cfg.diffusion.process()
+    torch.manual_seed(cfg.train.seed)
+    model = UNet(cfg.model)
+    source = ImageBatches(train_data, cfg.train.batch_size, cfg.train.seed, hflip=cfg.hflip,
+                          use_labels=cfg.class_cond)
+    objective = DiffusionObjective(process, make_timestep_sampler(cfg.diffusion.timestep_sampler,
+                                                                  process.num_timesteps),
+                                   cfg.diffusion.class_dropout if cfg.class_cond else 0.0,
+                                   cfg.model.num_classes if cfg.class_cond else None)
+    meta = {k: v for k, v in asdict(cfg).items() if k != "train"}
+    meta["class_names"] = train_data.class_names if cfg.class_cond else []
+    evaluate = ImageValidation(process, test_data, cfg.val_images, cfg.class_cond)
+    trainer = Trainer(model, objective, source, cfg.train, out, kind=KIND, meta=meta, evaluate=evaluate,
+                      progress=progress)
+    result = trainer.run(resume=resume, stop_at=stop_at)
+    return {"run": str(out), "params": model.num_params(), "train_images": len(train_data),
+            "image_size": train_data.image_size, **result}
