@@ -2,7 +2,8 @@ import pytest
 
 from aigc.config import apply_overrides, from_dict, to_dict
 from aigc.errors import ConfigError
-from aigc.recipes.text import PRESETS, TextRunConfig, build_config, preset
+from aigc.recipes.common import PRESETS
+from aigc.recipes.text import TextRunConfig, build_config, preset
 
 
 def test_presets_load_and_round_trip():

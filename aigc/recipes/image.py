@@ -6,15 +6,13 @@ validated by the loss terms on a fixed held-out batch.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import apply_overrides, from_dict
+from ..config import apply_overrides
 from ..data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..diffusion.config import DiffusionConfig
@@ -24,9 +22,9 @@ from ..objectives.diffusion import DiffusionObjective
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
+from .common import load_preset, saved_config
 
 KIND = "unet"
-PRESETS = ("tiny", "small", "base")
 
 
 @dataclass
@@ -48,10 +46,7 @@ class ImageRunConfig:
 
 
 def preset(name: str) -> ImageRunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    text = resources.files("aigc.configs").joinpath(f"image-{name}.json").read_text(encoding="utf-8")
-    return from_dict(ImageRunConfig, json.loads(text))
+    return load_preset(ImageRunConfig, "image", name)
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> ImageRunConfig:
@@ -61,16 +56,7 @@ def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> Imag
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> ImageRunConfig:
-    bad = [k for k in overrides if not k.startswith("train.")]
-    if bad:
-        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
-    saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
-    if saved.get("kind") != KIND:
-        raise ConfigError(f"'{out}' is not an image diffusion run")
-    names = list(ImageRunConfig.__dataclass_fields__)
-    cfg = apply_overrides(from_dict(ImageRunConfig, {k: saved[k] for k in names if k in saved}), overrides)
-    cfg.validate()
-    return cfg
+    return saved_config(ImageRunConfig, KIND, "an image diffusion run", out, overrides)
 
 
 class ImageValidation:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import apply_overrides, from_dict
+from ..config import apply_overrides
 from ..data import load_text_corpus
 from ..data.lm import TokenWindows
 from ..errors import ConfigError, DataError
@@ -24,9 +23,9 @@ from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
+from .common import load_preset, saved_config
 
 KIND = "gpt"
-PRESETS = ("tiny", "small", "base")
 
 
 @dataclass
@@ -45,10 +44,7 @@ class TextRunConfig:
 
 
 def preset(name: str) -> TextRunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    text = resources.files("aigc.configs").joinpath(f"text-{name}.json").read_text(encoding="utf-8")
-    return from_dict(TextRunConfig, json.loads(text))
+    return load_preset(TextRunConfig, "text", name)
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, str]) -> TextRunConfig:
@@ -121,14 +117,4 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TextRunConfig:
     """The config a run was started with, with (training-only) overrides applied."""
-    bad = [k for k in overrides if not k.startswith("train.")]
-    if bad:
-        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
-    saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
-    try:
-        cfg = from_dict(TextRunConfig, {k: saved[k] for k in ("data", "val_fraction", "tokenizer", "model", "train")})
-    except KeyError as exc:
-        raise ConfigError(f"'{out}' is not a text run (its checkpoint lacks {exc})") from None
-    cfg = apply_overrides(cfg, overrides)
-    cfg.train.validate()
-    return cfg
+    return saved_config(TextRunConfig, KIND, "a text run", out, overrides)

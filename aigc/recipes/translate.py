@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import apply_overrides, from_dict
+from ..config import apply_overrides
 from ..data import load_parallel_corpus
 from ..data.batching import TokenBatches
 from ..errors import ConfigError, DataError
@@ -30,10 +29,10 @@ from ..tokenizers import Tokenizer, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
+from .common import load_preset, saved_config
 from .text import TokenizerConfig
 
 KIND = "seq2seq"
-PRESETS = ("tiny", "small", "base")
 
 
 @dataclass
@@ -61,10 +60,7 @@ class TranslateRunConfig:
 
 
 def preset(name: str) -> TranslateRunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    text = resources.files("aigc.configs").joinpath(f"translate-{name}.json").read_text(encoding="utf-8")
-    return from_dict(TranslateRunConfig, json.loads(text))
+    return load_preset(TranslateRunConfig, "translate", name)
 
 
 def build_config(preset_name: str, data: str, src: str, tgt: str, overrides: dict[str, str]) -> TranslateRunConfig:
@@ -74,16 +70,7 @@ def build_config(preset_name: str, data: str, src: str, tgt: str, overrides: dic
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TranslateRunConfig:
-    bad = [k for k in overrides if not k.startswith("train.")]
-    if bad:
-        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
-    saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
-    if saved.get("kind") != KIND:
-        raise ConfigError(f"'{out}' is not a translation run")
-    names = [f for f in TranslateRunConfig.__dataclass_fields__]
-    cfg = apply_overrides(from_dict(TranslateRunConfig, {k: saved[k] for k in names if k in saved}), overrides)
-    cfg.validate()
-    return cfg
+    return saved_config(TranslateRunConfig, KIND, "a translation run", out, overrides)
 
 
 def encode_pairs(tok: Tokenizer, pairs: list[tuple[str, str]], max_len: int) -> tuple[list, int]:

@@ -1,0 +1,40 @@
+"""What every recipe does the same way: presets shipped as package data, and resuming a run with
+the config it was started with."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+from ..config import apply_overrides, from_dict
+from ..errors import ConfigError
+from ..train import checkpoint as ckpt
+
+C = TypeVar("C")
+PRESETS = ("tiny", "small", "base")
+
+
+def load_preset(cls: type[C], family: str, name: str) -> C:
+    """``aigc/configs/{family}-{name}.json`` as a ``cls``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    text = resources.files("aigc.configs").joinpath(f"{family}-{name}.json").read_text(encoding="utf-8")
+    return from_dict(cls, json.loads(text))
+
+
+def saved_config(cls: type[C], kind: str, what: str, out: Path, overrides: dict[str, str]) -> C:
+    """The ``cls`` config of the run in ``out`` (a ``kind`` checkpoint), with training-only overrides."""
+    bad = [k for k in overrides if not k.startswith("train.")]
+    if bad:
+        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
+    saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
+    if saved.get("kind") != kind:
+        raise ConfigError(f"'{out}' is not {what}")
+    names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    cfg = apply_overrides(from_dict(cls, {k: saved[k] for k in names if k in saved}), overrides)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    else:
+        cfg.train.validate()
+    return cfg
