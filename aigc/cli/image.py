@@ -252,6 +252,7 @@ def eval_image_cmd(
     seed: int = typer.Option(0, help="Seed of the samples."),
     batch_size: int = typer.Option(100, help="Images sampled per batch."),
     nll_images: int = typer.Option(100, help="Test images for the NLL in bits/dim (T evaluations each; 0 skips)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run kept them."),
     ref_n: Optional[int] = typer.Option(None, help="Reference images from the test split (default: all)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -262,11 +263,11 @@ def eval_image_cmd(
 
     if batch_size < 1 or (ref_n is not None and ref_n < 2):
         raise ConfigError("--batch-size must be at least 1 and --ref-n at least 2")
-    im = load_kind(model, ImageModel)
+    im = load_kind(model, ImageModel, ema=ema)
     im.check_request(sampler, steps)  # bad options fail before minutes of sampling
     result = evaluate_image_model(im, n=n, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
                                   batch_size=batch_size, nll_images=nll_images, ref_n=ref_n, progress=progress)
-    result["model"] = str(im.path)
+    result["model"], result["ema"] = str(im.path), ema
     if as_json:
         emit_json(result)
         return

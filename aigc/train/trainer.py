@@ -210,7 +210,7 @@ class Trainer:
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 if self.ema is not None:
-                    self.ema.update(self.model)
+                    self.ema.update(self.model, self.step)
                 self.step += 1
                 window_items += items
                 now = time.perf_counter()
