@@ -177,6 +177,17 @@ def _read_mask(path: Path, size: int) -> Any:
     return torch.from_numpy((mask >= 128).astype(np.float32))
 
 
+def _write_edit(image, out: Path, params: dict[str, Any], as_json: bool) -> None:
+    """Save an edited image (C, H, W) with its parameters; report it."""
+    from ..generate.images import save_png
+
+    save_png(image, out, params)
+    if as_json:
+        emit_json({**params, "files": [str(out)]})
+    else:
+        print(f"{params['edit']} -> {out}")
+
+
 @edit_app.command("inpaint")
 def inpaint_cmd(
     image: Path = typer.Option(..., help="The image to complete (resized and cropped to the model's size)."),
@@ -194,7 +205,6 @@ def inpaint_cmd(
 ) -> None:
     """Fill in the masked part of an image (RePaint)."""
     from ..api import ImageModel, load_kind
-    from ..generate.images import save_png
 
     im = load_kind(model, ImageModel)
     picture = _read_image(image, im)
@@ -204,11 +214,7 @@ def inpaint_cmd(
     params = {"model": str(im.path), "edit": "inpaint", "image": str(image), "mask": str(mask), "sampler": sampler,
               "steps": steps, "jump_length": jump_length, "jump_n_sample": jump_n_sample,
               "class": _label(class_), "guidance": guidance, "seed": seed}
-    save_png(result[0], out, params)
-    if as_json:
-        emit_json({**params, "files": [str(out)]})
-    else:
-        print(f"inpainted -> {out}")
+    _write_edit(result[0], out, params, as_json)
 
 
 @edit_app.command("img2img")
@@ -226,7 +232,6 @@ def img2img_cmd(
 ) -> None:
     """Re-imagine an image (SDEdit): noise it to --strength, then denoise it."""
     from ..api import ImageModel, load_kind
-    from ..generate.images import save_png
 
     im = load_kind(model, ImageModel)
     picture = _read_image(image, im)
@@ -234,11 +239,7 @@ def img2img_cmd(
                         guidance=guidance, seed=seed)
     params = {"model": str(im.path), "edit": "img2img", "image": str(image), "strength": strength,
               "sampler": sampler, "steps": steps, "class": _label(class_), "guidance": guidance, "seed": seed}
-    save_png(result[0], out, params)
-    if as_json:
-        emit_json({**params, "files": [str(out)]})
-    else:
-        print(f"img2img -> {out}")
+    _write_edit(result[0], out, params, as_json)
 
 
 # ---- eval --------------------------------------------------------------------------

@@ -38,3 +38,17 @@ def saved_config(cls: type[C], kind: str, what: str, out: Path, overrides: dict[
     else:
         cfg.train.validate()
     return cfg
+
+
+def refuse_existing_run(out: Path, resume: bool) -> None:
+    """A new run never overwrites a trained one: that needs --resume (or another --out)."""
+    if not resume and ckpt.has_checkpoint(out):
+        raise ConfigError(f"'{out}' already holds a trained run; pass --resume to continue it, or choose another --out")
+
+
+def fit_vocab(model_cfg, vocab_size: int) -> None:
+    """Set ``model_cfg.vocab_size`` from the tokenizer when 0; refuse one too small for it."""
+    if model_cfg.vocab_size == 0:
+        model_cfg.vocab_size = vocab_size
+    elif model_cfg.vocab_size < vocab_size:
+        raise ConfigError(f"model.vocab_size {model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size}")

@@ -19,10 +19,9 @@ from ..diffusion.config import DiffusionConfig
 from ..errors import ConfigError
 from ..models.unet import UNet, UNetConfig
 from ..objectives.diffusion import DiffusionObjective
-from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import load_preset, saved_config
+from .common import load_preset, refuse_existing_run, saved_config
 
 KIND = "unet"
 
@@ -104,8 +103,7 @@ def train_image(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at
                 progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a diffusion model into run folder ``out``; returns the final metrics."""
     out = Path(out)
-    if not resume and ckpt.has_checkpoint(out):
-        raise ConfigError(f"'{out}' already holds a trained run; pass --resume to continue it, or choose another --out")
+    refuse_existing_run(out, resume)
     size = cfg.image_size or None
     train_data = load_image_dataset(cfg.data, "train", size)
     test_data = load_image_dataset(cfg.data, "test", size)

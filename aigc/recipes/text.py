@@ -23,7 +23,7 @@ from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import load_preset, saved_config
+from .common import fit_vocab, load_preset, refuse_existing_run, saved_config
 
 KIND = "gpt"
 
@@ -85,9 +85,7 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
             tok = tokenizer_from_dict(json.loads(ckpt.read_text(latest, "tokenizer.json")))
         except json.JSONDecodeError:
             raise ConfigError(f"checkpoint '{latest}' has a corrupt tokenizer.json") from None
-    elif ckpt.has_checkpoint(out):
-        raise ConfigError(f"'{out}' already holds a trained run; pass --resume to continue it, "
-                          "or choose another --out")
+    refuse_existing_run(out, resume)
     corpus = load_text_corpus(cfg.data, val_fraction=cfg.val_fraction)
     if not resume:
         tok = train_tokenizer(cfg.tokenizer.kind, corpus.train, cfg.tokenizer.vocab_size)
@@ -97,10 +95,7 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
         raise DataError(f"corpus '{cfg.data}' is too small for a context of {block} tokens "
                         f"({train_tokens.numel()} training, {val_tokens.numel()} validation tokens); "
                         "use more text or a smaller --model.block_size")
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = tok.vocab_size
-    elif cfg.model.vocab_size < tok.vocab_size:
-        raise ConfigError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
+    fit_vocab(cfg.model, tok.vocab_size)
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
     meta = {"data": cfg.data, "val_fraction": cfg.val_fraction, "tokenizer": asdict(cfg.tokenizer),

@@ -29,7 +29,7 @@ from ..tokenizers import Tokenizer, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import load_preset, saved_config
+from .common import fit_vocab, load_preset, refuse_existing_run, saved_config
 from .text import TokenizerConfig
 
 KIND = "seq2seq"
@@ -112,8 +112,7 @@ def train_translate(cfg: TranslateRunConfig, out: Path, *, resume: bool = False,
                     progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a translator into run folder ``out``; returns the final metrics."""
     out = Path(out)
-    if not resume and ckpt.has_checkpoint(out):
-        raise ConfigError(f"'{out}' already holds a trained run; pass --resume to continue it, or choose another --out")
+    refuse_existing_run(out, resume)
     corpus = load_parallel_corpus(cfg.data, src=cfg.src, tgt=cfg.tgt, dev_size=cfg.dev_size, test_size=cfg.test_size)
     if resume:
         tok = read_tokenizer(ckpt.resolve(out, prefer=("latest",)))
@@ -125,10 +124,7 @@ def train_translate(cfg: TranslateRunConfig, out: Path, *, resume: bool = False,
     dev_ids, _ = encode_pairs(tok, corpus.dev, limit)
     if not train_ids or not dev_ids:
         raise DataError(f"'{cfg.data}' leaves no training or dev pairs within {limit} tokens")
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = tok.vocab_size
-    elif cfg.model.vocab_size < tok.vocab_size:
-        raise ConfigError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
+    fit_vocab(cfg.model, tok.vocab_size)
     cfg.model.pad_id = tok.eos_id
     torch.manual_seed(cfg.train.seed)
     model = Seq2Seq(cfg.model)

@@ -85,6 +85,12 @@ def test_inception_features_on_a_few_images():
     assert grey.shape == (1, 2048)
     with pytest.raises(ValueError, match="uint8"):
         net(torch.rand(1, 3, 8, 8))
+    # the frozen, BatchNorm-folded graph gives the shipped network's features
+    shipped = torch.jit.load(str(fid.inception_weights_path())).eval()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g)
+    with torch.inference_mode():
+        expected = shipped(inception_input(images)).double().numpy()
+    assert np.abs(net(images) - expected).max() < 1e-4
 
 
 def test_missing_inception_weights_say_how_to_install(monkeypatch):
