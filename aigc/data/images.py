@@ -77,9 +77,21 @@ def from_model_range(x: Tensor) -> Tensor:
 # ---- splits and resizing -------------------------------------------------------------------------
 
 
-def _hash_unit(key: str) -> float:
+def hash_unit(key: str) -> float:
     """A stable number in [0, 1) for a string."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
+
+
+def heldout_mask(keys: list[str], fraction: float) -> list[bool]:
+    """Which items go to the test split: those whose key hashes below ``fraction``. With two or
+    more items each split gets at least one, so a small folder still has a test image."""
+    scores = [hash_unit(k) for k in keys]
+    is_test = [s < fraction for s in scores]
+    if len(keys) >= 2 and not any(is_test):
+        is_test[scores.index(min(scores))] = True
+    if len(keys) >= 2 and all(is_test):
+        is_test[scores.index(max(scores))] = False
+    return is_test
 
 
 def _resize_square(images: Tensor, size: int) -> Tensor:
@@ -157,7 +169,7 @@ def _digits(split: str) -> ImageDataset:
         raise DataError(f"cannot read {path}: {e}") from None
     pixels, labels = table[:, :64], table[:, 64]
     images = np.round(pixels * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8)  # 0..16 -> 0..255
-    order = sorted(range(len(table)), key=lambda i: _hash_unit(f"digits:{i}"))
+    order = sorted(range(len(table)), key=lambda i: hash_unit(f"digits:{i}"))
     test = sorted(order[:DIGITS_TEST])
     keep = test if split == "test" else sorted(order[DIGITS_TEST:])
     return ImageDataset(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep]),
@@ -202,7 +214,7 @@ def _is_grey_file(path: Path) -> bool:
         raise _cannot_read(path, e) from None
 
 
-def _open_image(path: Path, size: int, mode: str) -> np.ndarray:
+def open_image(path: Path, size: int, mode: str) -> np.ndarray:
     """Decode one image as ``mode`` ("RGB" or "L"; transparency goes over white), resize its short
     side to ``size`` and crop the centre: (size, size, 3) or (size, size) uint8."""
     from PIL import Image
@@ -239,18 +251,13 @@ def _folder(folder: Path, split: str, size: int) -> ImageDataset:
     if not files:
         raise DataError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}); "
                         "put some there, optionally in one sub-folder per class")
-    scores = [_hash_unit(p.relative_to(folder).as_posix()) for p, _ in files]
-    is_test = [s < FOLDER_TEST_FRACTION for s in scores]
-    if len(files) >= 2 and not any(is_test):
-        is_test[scores.index(min(scores))] = True
-    if len(files) >= 2 and all(is_test):
-        is_test[scores.index(max(scores))] = False
+    is_test = heldout_mask([p.relative_to(folder).as_posix() for p, _ in files], FOLDER_TEST_FRACTION)
     # The colour mode looks at every file's header, so both splits get the same channels.
     grey = all(_is_grey_file(p) for p, _ in files)
     chosen = [f for f, t in zip(files, is_test) if t == (split == "test")]
     images = torch.zeros((len(chosen), 1 if grey else 3, size, size), dtype=torch.uint8)  # (N, C, S, S)
     for i, (p, _) in enumerate(chosen):
-        a = torch.from_numpy(_open_image(p, size, "L" if grey else "RGB"))
+        a = torch.from_numpy(open_image(p, size, "L" if grey else "RGB"))
         images[i] = a[None] if grey else a.permute(2, 0, 1)
     labels = torch.tensor([c for _, c in chosen], dtype=torch.int64) if labelled else None
     return ImageDataset(images, labels, class_names, folder.name)

