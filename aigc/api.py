@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .pipelines.image import ImageModel, load_image_model
+from .pipelines.image import ImageModel, load_image_model, load_t2i_model
 from .pipelines.text import GenerationConfig, TextModel, generation_config, load_text_model
 from .pipelines.translate import Translator, load_translator
 from .train import checkpoint as ckpt
@@ -33,6 +33,8 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
         return load_translator(folder, config, ema, device)
     if kind == "unet":
         return load_image_model(folder, config, ema, device)
+    if kind == "t2i":
+        return load_t2i_model(folder, config, ema, device)
     raise CheckpointError(f"'{path}' holds a '{kind}' model, which this version of aigc cannot load")
 
 

@@ -5,11 +5,12 @@ Bad input of any kind ends in one sentence on stderr and exit status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
 from ..errors import AigcError
-from . import image, text, translate  # noqa: F401  (they register their commands)
+from . import image, t2i, text, translate  # noqa: F401  (they register their commands)
 from .common import app
 
 try:  # typer >= 0.16 vendors click under typer._click
@@ -20,6 +21,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 def main() -> None:
     """Entry point: usage errors and AigcError exit 2 with one sentence; Ctrl-C exits 130."""
+    warnings.showwarning = _warn
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:
@@ -37,6 +39,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a truncated prompt, ...) as one line on stderr, without source locations."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

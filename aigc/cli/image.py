@@ -41,6 +41,12 @@ def _label(value: Optional[str]) -> Optional[str]:
     return None if value is None else value.strip()
 
 
+def _prompt_params(prompt: Optional[str], negative_prompt: Optional[str]) -> dict[str, str]:
+    """The prompts for a PNG's parameters (left out for class-conditional models)."""
+    out = {"prompt": prompt} if prompt is not None else {}
+    return {**out, "negative_prompt": negative_prompt} if negative_prompt is not None else out
+
+
 def _save(images, out: Optional[Path], out_dir: Optional[Path], params: dict[str, Any], nrow: Optional[int]) -> list[str]:
     from ..generate.images import make_grid, save_png
 
@@ -111,6 +117,8 @@ def generate_image_cmd(
     sampler: str = typer.Option("dpm++", help=SAMPLER_HELP),
     steps: int = typer.Option(20, help="Network evaluations."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class index or name (conditional models)."),
+    prompt: Optional[str] = typer.Option(None, help="What to draw (text-to-image models; \"\" = unconditional)."),
+    negative_prompt: Optional[str] = typer.Option(None, help="What guidance steers away from (text-to-image)."),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance scale (1 = none)."),
     eta: float = typer.Option(0.0, help="DDIM η (0 = deterministic)."),
     seed: int = typer.Option(0, help="Same seed, same images."),
@@ -132,12 +140,13 @@ def generate_image_cmd(
     t0 = time.perf_counter()
     try:
         images = im.generate(n, sampler=sampler, steps=steps, label=_label(class_), guidance=guidance, seed=seed,
-                             callback=bar, eta=eta)
+                             callback=bar, eta=eta, prompt=prompt, negative_prompt=negative_prompt)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     params = {"model": str(im.path), "sampler": sampler, "steps": steps, "class": _label(class_),
-              "guidance": guidance, "seed": seed, "n": n, **({"eta": eta} if sampler == "ddim" else {})}
+              "guidance": guidance, "seed": seed, "n": n, **({"eta": eta} if sampler == "ddim" else {}),
+              **_prompt_params(prompt, negative_prompt)}
     written = _save(images, out, out_dir, params, nrow)
     if as_json:
         emit_json({**params, "files": written, "seconds": round(seconds, 3)})
@@ -199,6 +208,8 @@ def inpaint_cmd(
     jump_length: int = typer.Option(10, help="RePaint: steps to jump back."),
     jump_n_sample: int = typer.Option(1, help="RePaint: passes over each jump (1 = no resampling)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class index or name (conditional models)."),
+    prompt: Optional[str] = typer.Option(None, help="What to draw (text-to-image models)."),
+    negative_prompt: Optional[str] = typer.Option(None, help="What guidance steers away from (text-to-image)."),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Same seed, same result."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -210,10 +221,11 @@ def inpaint_cmd(
     picture = _read_image(image, im)
     keep = _read_mask(mask, im.image_shape[1])
     result = im.inpaint(picture, keep, sampler=sampler, steps=steps, label=_label(class_), guidance=guidance,
-                        jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed)
+                        jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed, prompt=prompt,
+                        negative_prompt=negative_prompt)
     params = {"model": str(im.path), "edit": "inpaint", "image": str(image), "mask": str(mask), "sampler": sampler,
               "steps": steps, "jump_length": jump_length, "jump_n_sample": jump_n_sample,
-              "class": _label(class_), "guidance": guidance, "seed": seed}
+              "class": _label(class_), "guidance": guidance, "seed": seed, **_prompt_params(prompt, negative_prompt)}
     _write_edit(result[0], out, params, as_json)
 
 
@@ -226,6 +238,8 @@ def img2img_cmd(
     sampler: str = typer.Option("ddim", help=SAMPLER_HELP),
     steps: int = typer.Option(50, help="Steps of the full schedule (about strength x steps are run)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class index or name (conditional models)."),
+    prompt: Optional[str] = typer.Option(None, help="What to draw (text-to-image models)."),
+    negative_prompt: Optional[str] = typer.Option(None, help="What guidance steers away from (text-to-image)."),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Same seed, same result."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -236,9 +250,10 @@ def img2img_cmd(
     im = load_kind(model, ImageModel)
     picture = _read_image(image, im)
     result = im.img2img(picture, strength=strength, sampler=sampler, steps=steps, label=_label(class_),
-                        guidance=guidance, seed=seed)
+                        guidance=guidance, seed=seed, prompt=prompt, negative_prompt=negative_prompt)
     params = {"model": str(im.path), "edit": "img2img", "image": str(image), "strength": strength,
-              "sampler": sampler, "steps": steps, "class": _label(class_), "guidance": guidance, "seed": seed}
+              "sampler": sampler, "steps": steps, "class": _label(class_), "guidance": guidance, "seed": seed,
+              **_prompt_params(prompt, negative_prompt)}
     _write_edit(result[0], out, params, as_json)
 
 

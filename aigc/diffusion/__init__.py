@@ -4,7 +4,7 @@ samplers (DDPM, DDIM, DPM-Solver++), classifier-free guidance and image editing.
 The network is never imported here: every function takes ``model_fn(x_t, t) -> output``.
 """
 from .editing import img2img, inpaint, repaint_schedule
-from .guidance import classifier_free, drop_labels
+from .guidance import classifier_free, drop_captions, drop_labels, guided
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .process import (SPACINGS, GaussianDiffusion, LossType, MeanType, VarType, logsnr_timesteps, respace,
                       space_timesteps)
@@ -21,6 +21,6 @@ __all__ = [
     "UniformSampler", "LossSecondMomentResampler", "make_timestep_sampler",
     "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddpm_step", "ddim_step", "SAMPLERS", "DEFAULT_SPACING",
     "get_sampler", "sampling_schedule",
-    "classifier_free", "drop_labels",
+    "classifier_free", "guided", "drop_labels", "drop_captions",
     "inpaint", "img2img", "repaint_schedule",
 ]

@@ -31,6 +31,11 @@ def build_model(folder: Path, config: dict[str, Any], model_cls: type[M], config
         model = model_cls(from_dict(config_cls, config["model"]))
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint '{folder}' has a broken config ({exc})") from None
+    return load_weights(folder, model, ema)
+
+
+def load_weights(folder: Path, model: M, ema: bool = True) -> M:
+    """Load a checkpoint's (EMA) weights into ``model``, strictly, refusing non-finite ones."""
     stem = "ema" if ema and (Path(folder) / "ema.safetensors").exists() else "model"
     load_unique_state(model, ckpt.read_tensors(folder, stem))
     for p in model.parameters():

@@ -87,6 +87,13 @@ def test_edits_and_their_bad_input(cond_run, tmp_path):
     assert not any((tmp_path / name).exists() for name in ("x.png", "y.png", "z.png", "g.png"))
 
 
+def test_class_model_refuses_a_prompt(cond_run, tmp_path):
+    res = run_cli("generate", "image", "--model", str(cond_run), "--n", "1", "--steps", "2", "--prompt", "a shirt",
+                  "--out", str(tmp_path / "p.png"), "--no-progress")
+    assert res.returncode == 2 and "not a text-to-image model" in res.stderr and "takes a class" in res.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_unconditional_model_refuses_classes_and_guidance(tmp_path):
     out = tmp_path / "uncond"
     res = run_cli("train", "image", "--out", str(out), "--max-steps", "3", "--fixed-sigma", *TINY)

@@ -1,0 +1,91 @@
+"""The text-to-image command line: train t2i (own and MiniLM encoders), generate image --prompt, eval t2i."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aigc.generate.images import read_png_parameters
+from aigc.train import checkpoint as ckpt
+
+from ..conftest import run_cli
+
+TINY = ["--preset", "tiny", "--no-progress", "--train_images=64", "--val_images=8", "--train.eval_interval=10"]
+
+
+def _last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("t2iruns") / "own"
+    res = run_cli("train", "t2i", "--data", "shapes", "--out", str(out), "--max-steps", "12", *TINY, "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = _last_json(res.stdout)
+    assert result["step"] == 12 and result["text_encoder"] == "own" and result["image_size"] == 32
+    return out
+
+
+def test_generate_from_a_prompt_with_a_negative_prompt(own_run, tmp_path):
+    folder = tmp_path / "each"
+    args = ["generate", "image", "--model", str(own_run), "--n", "3", "--steps", "3", "--prompt",
+            "a red circle left of a blue square", "--negative-prompt", "a green ring", "--guidance", "4",
+            "--seed", "2", "--no-progress"]
+    res = run_cli(*args, "--out", str(tmp_path / "grid.png"), "--out-dir", str(folder), "--json")
+    assert res.returncode == 0, res.stderr
+    params = read_png_parameters(folder / "0001.png")
+    assert params["prompt"] == "a red circle left of a blue square" and params["negative_prompt"] == "a green ring"
+    assert params["guidance"] == 4.0 and params["steps"] == 3 and "class" in params
+    with Image.open(folder / "0000.png") as im:
+        assert im.size == (32, 32) and im.mode == "RGB"
+    again = tmp_path / "again"
+    assert run_cli(*args, "--out-dir", str(again)).returncode == 0
+    for a, b in zip(sorted(folder.iterdir()), sorted(again.iterdir())):  # same seed, same images
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_long_prompt_is_truncated_with_a_warning_and_bad_requests_exit_2(own_run, tmp_path):
+    out = tmp_path / "x.png"
+    base = ["generate", "image", "--model", str(own_run), "--n", "1", "--steps", "2", "--no-progress", "--out", str(out)]
+    res = run_cli(*base, "--prompt", "a small red circle above a large blue square " * 8)
+    assert res.returncode == 0, res.stderr
+    assert "warning: prompt truncated" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli(*base[:-2], "--class", "3", "--out", str(tmp_path / "y.png"))
+    assert res.returncode == 2 and "give a prompt, not a class" in res.stderr
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_eval_t2i_reports_seen_and_heldout_adherence(own_run, tmp_path):
+    plot = tmp_path / "adherence.png"
+    res = run_cli("eval", "t2i", "--model", str(own_run), "--n", "3", "--guidance", "1,3", "--steps", "2",
+                  "--plot", str(plot), "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    out = _last_json(res.stdout)
+    assert out["real"]["seen"]["overall"] == 1.0 and out["real"]["heldout"]["overall"] == 1.0  # the checker's ceiling
+    assert {(s["split"], s["guidance"]) for s in out["scores"]} == {(a, g) for a in ("seen", "heldout") for g in (1, 3)}
+    assert all(0.0 <= s["overall"] <= 1.0 and s["prompts"] == 3 for s in out["scores"])
+    assert plot.stat().st_size > 1000
+    bad = run_cli("eval", "t2i", "--model", str(own_run), "--guidance", "1,-2", "--no-progress")
+    assert bad.returncode == 2 and "positive" in bad.stderr
+
+
+def test_minilm_encoder_run_keeps_the_frozen_weights_out_of_its_checkpoint(tmp_path):
+    out = tmp_path / "minilm"
+    res = run_cli("train", "t2i", "--data", "shapes", "--text-encoder", "minilm", "--out", str(out),
+                  "--max-steps", "2", *TINY, "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    folder = ckpt.resolve(out)
+    assert (folder / "model.safetensors").stat().st_size < 5_000_000  # the UNet only, not MiniLM's 90 MB
+    assert not (folder / "tokenizer.json").exists()                  # WordPiece comes from the package
+    gen = run_cli("generate", "image", "--model", str(out), "--n", "1", "--steps", "2", "--prompt", "一个红色的圆",
+                  "--guidance", "2", "--no-progress", "--out", str(tmp_path / "zh.png"))
+    assert gen.returncode == 0, gen.stderr
+
+
+def test_train_t2i_bad_input_exits_2(tmp_path):
+    res = run_cli("train", "t2i", "--text-encoder", "clip", "--out", str(tmp_path / "r"), *TINY)
+    assert res.returncode == 2 and "text_encoder" in res.stderr
+    res = run_cli("train", "t2i", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY)
+    assert res.returncode == 2 and "captions" in res.stderr
+    assert not (tmp_path / "r").exists()
