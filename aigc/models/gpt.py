@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..nn.attention import KVCache, MultiHeadAttention
 from ..nn.activations import activation
 from ..nn.embeddings import Rotary, apply_rotary
+from ..nn.skinny import rows_linear
 
 
 @dataclass
@@ -175,15 +176,15 @@ class GPT(nn.Module):
         C, H = self.config.n_embd, self.config.n_head
         act = activation(self.config.activation)
         for i, (ln_1, qkv, proj, ln_2, fc, fc_proj) in enumerate(blocks):
-            q, k, v = _rows(F.layer_norm(x, (C,), *ln_1), *qkv).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D)
+            q, k, v = rows_linear(F.layer_norm(x, (C,), *ln_1), *qkv).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             k, v = cache.write(i, k, v)  # (B, H, S, D): the query sees every cached key (or ``mask``'s)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
-            x += _rows(y.reshape(B, C), *proj)
-            x += _rows(act(_rows(F.layer_norm(x, (C,), *ln_2), *fc)), *fc_proj)
+            x += rows_linear(y.reshape(B, C), *proj)
+            x += rows_linear(act(rows_linear(F.layer_norm(x, (C,), *ln_2), *fc)), *fc_proj)
         cache.advance(1)
-        return _rows(F.layer_norm(x, (C,), *ln_f), head, None).contiguous().unsqueeze(1)
+        return rows_linear(F.layer_norm(x, (C,), *ln_f), head, None).contiguous().unsqueeze(1)
 
     def _decode_weights(self) -> tuple:
         """What ``_decode`` reads: per block the (weight, bias[, eps]) of ln_1, qkv, proj, ln_2, fc and
@@ -198,15 +199,3 @@ class GPT(nn.Module):
                    linear(b.mlp.proj)) for b in self.blocks]
         return blocks, norm(self.ln_f), self.lm_head.weight
 
-
-def _rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``F.linear`` for a few rows x (B, in) -> (B, out), as decoding does (one row per sequence).
-
-    For B > 1 it is a transposed view of W @ x^T: MKL runs that skinny product
-    much faster than x @ W^T, for which it repacks all of W on every call.
-    """
-    if x.size(0) == 1:
-        return F.linear(x, weight, bias)
-    if bias is None:
-        return torch.mm(weight, x.t()).t()
-    return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()

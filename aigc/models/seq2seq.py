@@ -25,6 +25,7 @@ from ..nn.blocks import EncoderLayer as _EncoderLayer
 from ..nn.blocks import FeedForward as _FeedForward
 from ..nn.blocks import Residual
 from ..nn.embeddings import sinusoidal_table
+from ..nn.skinny import rows_linear
 
 
 @dataclass
@@ -210,7 +211,7 @@ class Seq2Seq(nn.Module):
         state.end_step()
         if pre:
             x = _norm(x, self.dec_norm)
-        return F.linear(x, self.out.weight)  # (N, V)
+        return rows_linear(x, self.out.weight, None)  # (N, V)
 
 
 class DecodeState:
