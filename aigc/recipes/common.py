@@ -23,6 +23,13 @@ def load_preset(cls: type[C], family: str, name: str) -> C:
     return from_dict(cls, json.loads(text))
 
 
+def preset_with(cls: type[C], family: str, name: str, overrides: dict[str, str]) -> C:
+    """A preset with ``--section.key=value`` overrides applied, validated."""
+    cfg = apply_overrides(load_preset(cls, family, name), overrides)
+    cfg.validate()
+    return cfg
+
+
 def saved_config(cls: type[C], kind: str, what: str, out: Path, overrides: dict[str, str]) -> C:
     """The ``cls`` config of the run in ``out`` (a ``kind`` checkpoint), with training-only overrides."""
     bad = [k for k in overrides if not k.startswith("train.")]

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from ..config import apply_overrides
 from ..data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..diffusion.config import DiffusionConfig
@@ -21,7 +20,7 @@ from ..models.unet import UNet, UNetConfig
 from ..objectives.diffusion import DiffusionObjective
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import load_preset, refuse_existing_run, saved_config
+from .common import load_preset, preset_with, refuse_existing_run, saved_config
 
 KIND = "unet"
 
@@ -49,26 +48,27 @@ def preset(name: str) -> ImageRunConfig:
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> ImageRunConfig:
-    cfg = apply_overrides(preset(preset_name), {"data": data, **overrides})
-    cfg.validate()
-    return cfg
+    return preset_with(ImageRunConfig, "image", preset_name, {"data": data, **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> ImageRunConfig:
     return saved_config(ImageRunConfig, KIND, "an image diffusion run", out, overrides)
 
 
-class ImageValidation:
-    """The loss terms on a fixed held-out batch at fixed timesteps and noise (comparable across steps)."""
+class DiffusionValidation:
+    """The loss terms on a fixed held-out batch at fixed timesteps and noise (comparable across steps);
+    ``condition`` gives the model's condition for a slice of that batch (none here)."""
 
-    def __init__(self, process: GaussianDiffusion, data: ImageDataset, n: int, class_cond: bool) -> None:
+    def __init__(self, process: GaussianDiffusion, images: torch.Tensor, n: int) -> None:
         g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(data), generator=g)[:n]
-        self.x0 = to_model_range(data.images[idx])
-        self.y = data.labels[idx] if class_cond and data.labels is not None else None
-        self.t = torch.randint(0, process.num_timesteps, (len(idx),), generator=g)
+        self.index = torch.randperm(len(images), generator=g)[:n]          # which held-out images
+        self.x0 = to_model_range(images[self.index])
+        self.t = torch.randint(0, process.num_timesteps, (len(self.index),), generator=g)
         self.noise = torch.randn(self.x0.shape, generator=g)
         self.process = process
+
+    def condition(self, sl: slice, device: torch.device) -> Any:
+        return None
 
     def __call__(self, model: torch.nn.Module, batch_size: int = 64) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -76,11 +76,22 @@ class ImageValidation:
         for i in range(0, len(self.x0), batch_size):
             sl = slice(i, i + batch_size)
             x0, t, noise = self.x0[sl].to(device), self.t[sl].to(device), self.noise[sl].to(device)
-            y = self.y[sl].to(device) if self.y is not None else None
-            terms = self.process.training_losses(lambda x, s: model(x, s, y), x0, t, noise)
+            cond = self.condition(sl, device)
+            terms = self.process.training_losses(lambda x, s: model(x, s, cond), x0, t, noise)
             for key in sums:
                 sums[key] += terms[key.removeprefix("val_")].sum().item()
         return {k: v / len(self.x0) for k, v in sums.items()}
+
+
+class ImageValidation(DiffusionValidation):
+    """Validation of an unconditional or class-conditional UNet (labels of the held-out images)."""
+
+    def __init__(self, process: GaussianDiffusion, data: ImageDataset, n: int, class_cond: bool) -> None:
+        super().__init__(process, data.images, n)
+        self.y = data.labels[self.index] if class_cond and data.labels is not None else None
+
+    def condition(self, sl: slice, device: torch.device) -> Any:
+        return self.y[sl].to(device) if self.y is not None else None
 
 
 def model_config(cfg: ImageRunConfig, data: ImageDataset) -> UNetConfig:

@@ -19,9 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..config import apply_overrides
 from ..data.captioned import CaptionedImages, load_captioned_images, load_shapes_captioned, pick_caption
-from ..data.images import ImageBatches, to_model_range
+from ..data.images import ImageBatches
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..diffusion.config import DiffusionConfig
 from ..errors import ConfigError, DataError
@@ -36,7 +35,8 @@ from ..tokenizers.batch import TokenBatch, tokenize_prompts
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import fit_vocab, load_preset, refuse_existing_run, saved_config
+from .common import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
+from .image import DiffusionValidation
 
 KIND = "t2i"
 
@@ -81,9 +81,7 @@ def preset(name: str) -> T2IRunConfig:
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> T2IRunConfig:
-    cfg = apply_overrides(preset(preset_name), {"data": data, **overrides})
-    cfg.validate()
-    return cfg
+    return preset_with(T2IRunConfig, "t2i", preset_name, {"data": data, **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> T2IRunConfig:
@@ -123,30 +121,16 @@ class CaptionBatches:
         return {"x": x, "ids": tokens.ids, "mask": tokens.mask}
 
 
-class TextValidation:
-    """The loss terms on a fixed held-out batch (primary captions, fixed timesteps and noise)."""
+class TextValidation(DiffusionValidation):
+    """Validation of a text-to-image model: the held-out images with their primary captions."""
 
     def __init__(self, process: GaussianDiffusion, data: CaptionedImages, n: int,
                  tokenize: Callable[[list[str]], TokenBatch]) -> None:
-        g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(data), generator=g)[:n]
-        self.x0 = to_model_range(data.images[idx])
-        self.tokens = tokenize([data.captions[i][0] for i in idx.tolist()])
-        self.t = torch.randint(0, process.num_timesteps, (len(idx),), generator=g)
-        self.noise = torch.randn(self.x0.shape, generator=g)
-        self.process = process
+        super().__init__(process, data.images, n)
+        self.tokens = tokenize([data.captions[i][0] for i in self.index.tolist()])
 
-    def __call__(self, model: torch.nn.Module, batch_size: int = 64) -> dict[str, float]:
-        device = next(model.parameters()).device
-        sums = {"val_loss": 0.0, "val_mse": 0.0, "val_vb": 0.0}
-        for i in range(0, len(self.x0), batch_size):
-            sl = slice(i, i + batch_size)
-            x0, t, noise = self.x0[sl].to(device), self.t[sl].to(device), self.noise[sl].to(device)
-            text = (self.tokens.ids[sl].to(device), self.tokens.mask[sl].to(device))
-            terms = self.process.training_losses(lambda x, s: model(x, s, text), x0, t, noise)
-            for key in sums:
-                sums[key] += terms[key.removeprefix("val_")].sum().item()
-        return {k: v / len(self.x0) for k, v in sums.items()}
+    def condition(self, sl: slice, device: torch.device) -> tuple[Tensor, Tensor]:
+        return self.tokens.ids[sl].to(device), self.tokens.mask[sl].to(device)
 
 
 def prompt_tokenizer(cfg: T2IRunConfig, tok: Tokenizer | None) -> Callable[[list[str]], TokenBatch]:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import apply_overrides
 from ..data import load_parallel_corpus
 from ..data.batching import TokenBatches
 from ..errors import ConfigError, DataError
@@ -29,7 +28,7 @@ from ..tokenizers import Tokenizer, train_tokenizer
 from ..train import checkpoint as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .common import fit_vocab, load_preset, refuse_existing_run, saved_config
+from .common import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
 from .text import TokenizerConfig
 
 KIND = "seq2seq"
@@ -64,9 +63,8 @@ def preset(name: str) -> TranslateRunConfig:
 
 
 def build_config(preset_name: str, data: str, src: str, tgt: str, overrides: dict[str, str]) -> TranslateRunConfig:
-    cfg = apply_overrides(preset(preset_name), {"data": data, "src": src, "tgt": tgt, **overrides})
-    cfg.validate()
-    return cfg
+    return preset_with(TranslateRunConfig, "translate", preset_name, {"data": data, "src": src, "tgt": tgt,
+                                                                      **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TranslateRunConfig:
