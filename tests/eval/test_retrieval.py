@@ -7,8 +7,9 @@ from aigc.data.captioned import CaptionedImages
 from aigc.errors import CheckpointError, ConfigError, DataError
 from aigc.eval import retrieval as R
 from aigc.eval.retrieval import (ContrastiveTrainConfig, build_tokenizer, cached_contrastive, embed_images,
-                                 embed_texts, load_contrastive, retrieval_accuracy, retrieval_from_embeddings,
-                                 save_contrastive, shift_images, topk_credit, train_contrastive)
+                                 embed_texts, has_cjk, load_contrastive, retrieval_accuracy,
+                                 retrieval_from_embeddings, save_contrastive, shift_images, topk_credit,
+                                 train_contrastive, training_captions)
 from aigc.models.contrastive import ContrastiveConfig
 
 EYE = torch.eye(6)
@@ -128,10 +129,19 @@ def test_shift_images_translates_with_white_fill_and_zero_is_identity():
     assert torch.equal(y, shift_images(x, 2, torch.Generator().manual_seed(0)))
 
 
+def test_cjk_captions_are_left_out_unless_asked_for_or_alone():
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    data = CaptionedImages(images, [["red heart", "红心"], ["CL button", "CL按钮", "squared cl"], ["キツネ"]],
+                           ["a", "b", "c"])
+    assert has_cjk("CL按钮") and has_cjk("キツネ") and has_cjk("한국") and not has_cjk("naïve café, flag of Côte d’Ivoire")
+    assert training_captions(data, ContrastiveTrainConfig()) == [["red heart"], ["CL button", "squared cl"], ["キツネ"]]
+    assert training_captions(data, ContrastiveTrainConfig(cjk_captions=True)) == data.captions
+
+
 def test_own_tower_tokenizers_are_trained_on_the_training_captions():
     data = toy_data()
-    assert build_tokenizer(data, ContrastiveConfig()) is None                       # minilm brings its own
-    char = build_tokenizer(data, CFG)
+    assert build_tokenizer(data.captions, ContrastiveConfig()) is None              # minilm brings its own
+    char = build_tokenizer(data.captions, CFG)
     assert char.kind == "char" and set("".join(data.captions[0])) <= set(char.chars)
     bpe_cfg = ContrastiveConfig(**{**CFG.to_dict(), "text_tokenizer": "bpe", "text_bpe_vocab": 300})
     bpe = train_contrastive(data, bpe_cfg, train_cfg=ContrastiveTrainConfig(steps=1, batch_size=8))
