@@ -53,6 +53,9 @@ class UNetConfig:
     norm_groups: int = 32                     # GroupNorm groups, lowered to divide the channels
     context_dim: int = 0                      # > 0: cross-attention to text tokens of this width
     cross_attention_resolutions: tuple[int, ...] | None = None  # None -> attention_resolutions
+    patch_size: int = 1                       # > 1: p x p pixel patches folded into channels first (pixel
+                                              # unshuffle, as "simple diffusion", Hoogeboom et al. 2023): the
+                                              # levels start at image_size / p; unfolded again at the output
 
     def __post_init__(self) -> None:          # JSON gives lists
         self.channel_mult = tuple(self.channel_mult)
@@ -84,8 +87,8 @@ class UNetConfig:
         return self.in_channels * (2 if self.learn_sigma else 1)
 
     def resolutions(self) -> list[int]:
-        """Feature-map size of each level: image_size, then ceil(size / 2) per stride-2 conv."""
-        sizes = [self.image_size]
+        """Feature-map size of each level: image_size / patch_size, then ceil(size / 2) per stride-2 conv."""
+        sizes = [self.image_size // self.patch_size]
         for _ in self.channel_mult[1:]:
             sizes.append((sizes[-1] + 1) // 2)
         return sizes
@@ -94,7 +97,8 @@ class UNetConfig:
         return channels // self.head_channels if self.head_channels > 0 else self.num_heads
 
     def validate(self) -> None:
-        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups"):
+        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups",
+                     "patch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
@@ -107,7 +111,9 @@ class UNetConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 0):
             raise ConfigError(f"model.num_classes must be null, 0 or a positive integer, got {self.num_classes!r}")
-        sizes = [self.image_size]
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"model.patch_size ({self.patch_size}) must divide the image size ({self.image_size})")
+        sizes = [self.image_size // self.patch_size]
         for _ in self.channel_mult[1:]:
             if sizes[-1] < 2:
                 raise ConfigError(
@@ -321,7 +327,8 @@ class UNet(nn.Module):
             return CrossAttention(ch, cfg.context_dim, cfg.heads(ch), groups)
 
         sizes = cfg.resolutions()
-        self.conv_in = nn.Conv2d(cfg.in_channels, mc, 3, padding=1)
+        p2 = cfg.patch_size ** 2
+        self.conv_in = nn.Conv2d(cfg.in_channels * p2, mc, 3, padding=1)
         self.down = nn.ModuleList()            # Block | Downsample; each output is a skip
         skip_ch, ch = [mc], mc
         for level, mult in enumerate(cfg.channel_mult):
@@ -344,7 +351,7 @@ class UNet(nn.Module):
                 self.up.append(Block(res(ch + skip_ch.pop(), out), a, u, cross(out, sizes[level])))
                 ch = out
         self.norm_out = nn.GroupNorm(norm_groups(ch, groups), ch, eps=GN_EPS)
-        self.conv_out = nn.Conv2d(ch, cfg.out_ch, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, cfg.out_ch * p2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -387,7 +394,8 @@ class UNet(nn.Module):
         elif context is not None:
             raise ValueError("this UNet has no cross-attention (model.context_dim is 0); pass context=None")
         emb = F.silu(self.embed(t, y, x.shape[0], pooled))  # (B, E); every block's embedding layer starts with SiLU
-        h = self.conv_in(x)                              # (B, mc, H, W)
+        p = cfg.patch_size
+        h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)  # (B, mc, H/p, W/p)
         skips = [h]
         for blk in self.down:
             h = blk(h, emb, None, context, context_mask) if isinstance(blk, Block) else blk(h)
@@ -398,7 +406,8 @@ class UNet(nn.Module):
             h = torch.cat((h, skips.pop()), dim=1)
             h = blk(h, emb, skips[-1].shape[-2:] if blk.up is not None else None, context, context_mask)
         n = self.norm_out
-        return self.conv_out(F.silu(F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)))
+        out = self.conv_out(F.silu(F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)))
+        return F.pixel_shuffle(out, p) if p > 1 else out  # channel c*p^2 + i*p + j -> pixel (i, j) of channel c
 
     def flops_per_image(self, tokens: int = 0) -> int:
         """Forward FLOPs for one image (2 per multiply-add) of convolutions, linear layers and attention
@@ -408,8 +417,8 @@ class UNet(nn.Module):
         mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
         n = 2 * mc * emb_dim + 2 * emb_dim * emb_dim     # time MLP
         n += 2 * cfg.context_dim * emb_dim if cfg.text_conditional else 0
-        h = w = cfg.image_size
-        n += _conv_flops(cfg.in_channels, mc, 3, h, w)
+        h = w = cfg.image_size // cfg.patch_size
+        n += _conv_flops(self.conv_in.in_channels, mc, 3, h, w)
         skips = [(h, w)]
         for blk in self.down:
             n += blk.flops(h, w, None, tokens) if isinstance(blk, Block) else blk.flops(h, w)
@@ -423,4 +432,4 @@ class UNet(nn.Module):
             n += blk.flops(h, w, size, tokens)
             if size is not None:
                 h, w = size
-        return n + _conv_flops(self.conv_out.in_channels, cfg.out_ch, 3, h, w)
+        return n + _conv_flops(self.conv_out.in_channels, self.conv_out.out_channels, 3, h, w)

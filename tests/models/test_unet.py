@@ -77,6 +77,24 @@ def test_learn_sigma_doubles_channels():
     assert tiny(out_channels=5, learn_sigma=True).out_ch == 5  # explicit out_channels wins
 
 
+def test_patch_size_folds_pixels_into_channels():
+    cfg = tiny(in_channels=3, learn_sigma=True, image_size=16, patch_size=2, attention_resolutions=(8,))
+    assert cfg.resolutions() == [8, 4]
+    model = UNet(cfg)
+    assert model.conv_in.in_channels == 12 and model.conv_out.out_channels == 24
+    randomize(model)
+    x = torch.randn(2, 3, 16, 16)
+    out = model(x, torch.tensor([3, 700]))
+    assert out.shape == (2, 6, 16, 16) and torch.isfinite(out).all()
+    # output channel c of pixel (2i + a, 2j + b) is conv channel 4c + 2a + b at (i, j): epsilon comes first
+    conv = model.conv_out
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.arange(24.0))
+    out = model(x, torch.tensor([3, 700]))
+    assert torch.equal(out[0, :, 0, 0], torch.arange(0.0, 24.0, 4)) and out[0, 1, 1, 1] == 7
+
+
 def test_class_conditioning_and_null_class():
     torch.manual_seed(0)
     model = UNet(tiny(num_classes=10)).eval()
@@ -135,6 +153,8 @@ def test_overfits_a_few_digits():
     (dict(dropout=1.0), "dropout"),
     (dict(model_channels=0), "model_channels"),
     (dict(num_classes=-1), "num_classes"),
+    (dict(patch_size=3), "must divide the image size"),
+    (dict(patch_size=0), "patch_size"),
 ])
 def test_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -160,7 +180,8 @@ def _matmul_attention(q, k, v, *args, **kwargs):
     UNetConfig(image_size=28, model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2,
                attention_resolutions=(14, 7), num_heads=4, num_classes=10, learn_sigma=True),
     tiny(use_scale_shift_norm=False),
-], ids=["28x28", "8x8"])
+    tiny(image_size=16, patch_size=2, in_channels=3, learn_sigma=True),
+], ids=["28x28", "8x8", "16x16-patch2"])
 def test_flops_per_image_matches_flop_counter(cfg, monkeypatch):
     model = UNet(cfg)
     x = torch.randn(2, cfg.in_channels, cfg.image_size, cfg.image_size)
