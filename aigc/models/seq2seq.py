@@ -25,7 +25,7 @@ from ..nn.blocks import EncoderLayer as _EncoderLayer
 from ..nn.blocks import FeedForward as _FeedForward
 from ..nn.blocks import Residual
 from ..nn.embeddings import sinusoidal_table
-from ..nn.skinny import rows_linear
+from ..nn.skinny import rows_linear, skinny_linear
 
 
 @dataclass
@@ -211,7 +211,7 @@ class Seq2Seq(nn.Module):
         state.end_step()
         if pre:
             x = _norm(x, self.dec_norm)
-        return rows_linear(x, self.out.weight, None)  # (N, V)
+        return rows_linear(x, self.out.weight, None).contiguous()  # (N, V); log_softmax runs on rows
 
 
 class DecodeState:
@@ -317,7 +317,7 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
 
 # Module calls cost microseconds each; a decoding step makes dozens, so call the functions.
 def _linear(x: Tensor, layer: nn.Linear) -> Tensor:
-    return F.linear(x, layer.weight, layer.bias)
+    return skinny_linear(x, layer.weight, layer.bias)
 
 
 def _norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:

@@ -19,3 +19,18 @@ def rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if bias is None:
         return torch.mm(weight, x.t()).t()
     return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
+
+
+SKINNY_ROWS = 5  # up to this many rows W @ x^T beats x @ W^T for a decoder layer's projections here
+
+
+def skinny_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` with a contiguous result, through :func:`rows_linear` for 2..SKINNY_ROWS rows.
+
+    The 36 projections of a 6-layer, 512-wide decoder step (88 MB of weights), one core, median:
+    4 rows 11.5 ms as x @ W^T, 8.8 ms as W @ x^T; the two cross near 6 rows, and one row (gemv)
+    takes 6.4 ms, the memory-bound floor.
+    """
+    if 1 < x.size(0) <= SKINNY_ROWS:
+        return rows_linear(x, weight, bias).contiguous()
+    return F.linear(x, weight, bias)
