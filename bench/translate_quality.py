@@ -12,8 +12,9 @@ The peer: a MarianMTModel of the same shape (layers, width, heads, FFN, dropout
 end and padding are our end-of-text id), our ``TokenBatches`` (same seed, so
 the same batch at every step), the same AdamW groups, learning-rate schedule,
 clipping, label smoothing and per-step dropout seeds, for the same M minutes
-in a minimal loop. Its weights are snapshotted at the steps where our trainer
-checkpoints, and the same number of last snapshots is averaged. Test BLEU with
+in a minimal loop. Its weights are snapshotted by our trainer's rule (every
+``eval_interval`` steps, and evenly over the last ``average_window`` of the
+budget), and the same number of last snapshots is averaged. Test BLEU with
 HF ``generate`` (beam 4, early stopping, the same maximum length per batch:
 ``max_new_tokens`` = 1.5 x longest source + 10; HF's ``length_penalty`` 0.6 is
 an exponent on length, ours the GNMT penalty), decoded by our tokenizer.
@@ -100,7 +101,7 @@ def train_peer(cfg, tok, pairs, minutes: float, n_avg: int) -> tuple[object, dic
         snapshots.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
         del snapshots[:-n_avg]
 
-    budget, step, loss = minutes * 60.0, 0, None
+    budget, step, loss, last_snap = minutes * 60.0, 0, None, 0.0
     t0 = time.perf_counter()
     while step < tc.max_steps and time.perf_counter() - t0 < budget:
         torch.manual_seed(step_seed(tc.seed, step, 0))
@@ -119,8 +120,14 @@ def train_peer(cfg, tok, pairs, minutes: float, n_avg: int) -> tuple[object, dic
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        if step % tc.eval_interval == 0:
+        # our trainer's rule (train.average_window): snapshots every eval_interval, and n_avg spaced
+        # evenly over the last average_window of the run (of its clock or its steps, whichever ends it)
+        progress = max((time.perf_counter() - t0) / budget, step / tc.max_steps)
+        window = tc.average_window
+        if step % tc.eval_interval == 0 or (window > 0 and progress >= 1 - window
+                                            and progress - last_snap >= window / n_avg):
             snapshot(step)
+            last_snap = progress
         if step % tc.log_interval == 0:
             loss = out.item()
     if step % tc.log_interval:

@@ -153,7 +153,10 @@ def average_cmd(
     out: Optional[Path] = typer.Option(None, help="Checkpoint folder to write (default RUN/averaged)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Average the weights of a run's last N checkpoints into a new checkpoint folder."""
+    """Average the weights of a run's last N checkpoints into a new checkpoint folder.
+
+    The translate presets checkpoint keep_last times over the last 10 % of their steps
+    (train.average_window), so the newest checkpoints are the final stretch of the run."""
     from ..train.average import average_checkpoints
 
     path = average_checkpoints(model, last, out)

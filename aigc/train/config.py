@@ -25,6 +25,8 @@ class TrainConfig:
     eval_batches: int = 20
     log_interval: int = 10
     keep_last: int = 1               # recent checkpoints kept besides best (for `aigc average`)
+    average_window: float = 0.0      # > 0: also checkpoint keep_last times, evenly, over this last fraction
+                                     # of the planned steps, so that `aigc average` averages the final stretch
     best_metric: str = "val_loss"
     best_mode: str = "min"           # min | max
     seed: int = 1337
@@ -42,6 +44,8 @@ class TrainConfig:
             raise ConfigError("train.lr must be positive and train.min_lr non-negative")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if not 0.0 <= self.average_window < 1.0:
+            raise ConfigError(f"train.average_window must be in [0, 1), got {self.average_window}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:

@@ -98,6 +98,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step, self.elapsed, self.planned = 0, 0.0, cfg.max_steps
         self.best: float | None = None
+        self.saved_step = 0  # step of the last checkpoint written
         self.log = MetricsLog(self.run_dir) if self.dist.main else None
         self.progress = progress and self.dist.main
 
@@ -121,6 +122,7 @@ class Trainer:
         path = ckpt.save_checkpoint(self.run_dir, self.step, kind=self.kind, meta=meta,
                                     tensors=tensors, files=files, pointers=pointers)
         ckpt.prune(self.run_dir, self.cfg.keep_last)
+        self.saved_step = self.step
         return path
 
     def resume(self) -> None:
@@ -138,6 +140,7 @@ class Trainer:
         if hasattr(self.objective, "load_state_dict") and "objective" in state:
             self.objective.load_state_dict(state["objective"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
+        self.saved_step = self.step
         self.planned = min(state["planned"], self.cfg.max_steps) if self.cfg.max_minutes else self.cfg.max_steps
         if self.log is not None:
             self.log.truncate_after(self.step)
@@ -232,6 +235,8 @@ class Trainer:
                     scores = self._checkpoint()
                     if scores:
                         bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                elif self._averaging_checkpoint_due():
+                    self.save()
         except KeyboardInterrupt:
             if not self.dist.enabled and self.step > 0:
                 self.save()
@@ -255,6 +260,15 @@ class Trainer:
             return self.fit(stop_at=stop_at)
         finally:
             shutdown(self.dist)
+
+    def _averaging_checkpoint_due(self) -> bool:
+        """Whether to checkpoint (without validation) for ``aigc average``: ``keep_last`` checkpoints
+        evenly spaced over the last ``average_window`` of the planned steps, counting the regular ones."""
+        window, n = self.cfg.average_window, self.cfg.keep_last
+        if window <= 0 or n < 2:
+            return False
+        span = window * self.planned
+        return self.step >= self.planned - span and self.step - self.saved_step >= max(1.0, span / n)
 
     def _fit_budget(self, run_seconds: float, run_steps: int) -> None:
         """Refit the planned step count to the wall-clock budget; every rank follows rank 0."""

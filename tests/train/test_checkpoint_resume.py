@@ -144,3 +144,13 @@ def test_atomic_pointer_swap_keeps_old_target_until_replaced(tmp_path):
     assert not a.exists() and b.exists()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
     assert os.path.islink(tmp_path / "latest")
+
+
+def test_average_window_checkpoints_the_final_stretch(tmp_path, corpus_file):
+    overrides = {**OVERRIDES, "train.max_steps": "40", "train.eval_interval": "25", "train.keep_last": "4",
+                 "train.average_window": "0.2"}
+    train_text(build_config("tiny", str(corpus_file), overrides), tmp_path / "run", progress=False)
+    steps = [int(p.name.split("-")[1]) for p in ckpt.step_checkpoints(tmp_path / "run")]
+    assert steps == [34, 36, 38, 40]  # every 2 steps over the last 8 (plus the eval checkpoint at 25, pruned)
+    with pytest.raises(Exception, match="average_window"):
+        build_config("tiny", str(corpus_file), {**overrides, "train.average_window": "1.5"})
