@@ -66,41 +66,78 @@ def _scales(text: str) -> list[float]:
 @eval_app.command("t2i")
 def eval_t2i_cmd(
     model: Path = typer.Option(..., help="Run folder or checkpoint folder of a text-to-image model."),
-    n: int = typer.Option(200, help="Prompts per split (seen and held-out colour-shape combinations)."),
+    n: int = typer.Option(200, help="shapes: prompts per split (seen and held-out colour-shape combinations). "
+                                    "emoji or a folder: images generated for FID/KID (from the captions of a "
+                                    "fixed subset of the real reference images), and at most this many held-out "
+                                    "prompts for retrieval."),
     guidance: str = typer.Option("4", help="Guidance scale(s), comma-separated, e.g. 1,2,4,7."),
     sampler: str = typer.Option("dpm++", help="ddpm | ddim | dpm++"),
     steps: int = typer.Option(25, help="Network evaluations per sample."),
     seed: int = typer.Option(0, help="Seed of the samples."),
     batch_size: int = typer.Option(50, help="Images sampled per batch."),
-    plot: Optional[Path] = typer.Option(None, help="Write accuracy against guidance as a PNG plot here."),
+    plot: Optional[Path] = typer.Option(None, help="Write the scores against guidance as a PNG plot here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Prompt adherence on `shapes`: per-attribute and overall accuracy of generated images, read back by
-    the programmatic checker, on seen and held-out colour-shape combinations."""
+    """Measure a text-to-image model at each guidance scale. shapes: prompt adherence (per-attribute and
+    overall accuracy read back by the programmatic checker) on seen and held-out colour-shape combinations.
+    emoji or a captioned folder: FID/KID of generated images against the real ones (emoji: all 1,899;
+    a folder: its test split) and top-1/top-5 retrieval accuracy of images generated from held-out captions
+    under a small contrastive model trained on the train split, beside the real images' ceiling and chance."""
     from ..api import ImageModel, load_kind
     from ..errors import ConfigError
-    from ..pipelines.t2i_eval import evaluate_shapes_adherence, plot_adherence
 
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
     scales = _scales(guidance)
     im = load_kind(model, ImageModel)
     if not im.text_conditional:
         raise ConfigError(f"'{model}' is not a text-to-image model (train one with `aigc train t2i`)")
-    if im.config.get("data") != "shapes":
-        raise ConfigError(f"'{model}' was trained on '{im.config.get('data')}'; prompt adherence is measured on "
-                          "shapes models")
-    result = evaluate_shapes_adherence(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
-                                       batch_size=batch_size, progress=progress)
+    data = im.config.get("data")
+    if data == "shapes":
+        from ..pipelines.t2i_eval import evaluate_shapes_adherence, plot_adherence
+
+        result = evaluate_shapes_adherence(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
+                                           batch_size=batch_size, progress=progress)
+        plotter, table = plot_adherence, _adherence_table
+    else:
+        from ..pipelines.t2i_captioned_eval import evaluate_captioned, plot_captioned
+
+        result = evaluate_captioned(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
+                                    batch_size=batch_size, progress=progress)
+        plotter, table = plot_captioned, _captioned_table
     result["model"] = str(im.path)
     if plot is not None:
-        plot_adherence(result, plot)
+        plotter(result, plot)
         result["plot"] = str(plot)
     if as_json:
         emit_json(result)
         return
-    print(_adherence_table(result))
+    print(table(result))
+
+
+def _captioned_table(result: dict) -> str:
+    keys = ("image_to_text@1", "image_to_text@5", "text_to_image@1", "text_to_image@5")
+    heads = ("i->t@1", "i->t@5", "t->i@1", "t->i@5")
+    lines = [f"{'guidance':>8} {'FID':>8} {'KID':>8} " + " ".join(f"{h:>7}" for h in heads)]
+
+    def row(label: str, fid: str, kid: str, score: dict) -> str:
+        return f"{label:>8} {fid:>8} {kid:>8} " + " ".join(f"{100 * score[k]:>7.1f}" for k in keys)
+
+    for score in result["scores"]:
+        lines.append(row(f"{score['guidance']:g}", f"{score['fid']:.2f}", f"{score['kid']:.4f}", score))
+    lines.append(row("real", "-", "-", result["real"]))
+    lines.append(row("chance", "-", "-", result["chance"]))
+    train = result["contrastive_train_images"]
+    ref = "train + test" if result["fid_reference"] == "all" else f"{result['fid_reference']} split"
+    lines.append(f"(FID/KID at {result['image_size']}x{result['image_size']}: {result['n']:,} generated images vs "
+                 f"{result['n_ref']:,} real ({result['data']}, {ref}); retrieval: {result['retrieval_prompts']:,} "
+                 "held-out prompts, contrastive model trained on the train split"
+                 + (f" ({train:,} images)" if train else "") + f"; {result['sampler']} {result['steps']} steps; "
+                 "accuracy in %)")
+    return "\n".join(lines)
 
 
 def _adherence_table(result: dict) -> str:

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor
 
 from ..data.cache import cache_root, read_npz, write_npz
-from ..data.images import ImageDataset, load_image_dataset
+from ..data.captioned import load_captioned_folder
+from ..data.emoji import DEFAULT_EMOJI_SIZE, load_emoji
+from ..data.images import DEFAULT_FOLDER_SIZE, ImageDataset, load_image_dataset
 from ..errors import DataError
 
 INCEPTION_SIZE = 299
@@ -223,24 +225,39 @@ def _folder_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def _reference_images(dataset: str | Path, split: str, image_size: int | None, captioned: bool) -> ImageDataset:
+    """The images whose statistics are the reference: an image set's split, the ``emoji`` set's split
+    (``train``, ``test`` or ``all``), or with ``captioned`` the images a folder's captions file names,
+    split as :func:`~aigc.data.captioned.load_captioned_folder` splits them (what text-to-image trains on)."""
+    if str(dataset) == "emoji":
+        return load_emoji(split, image_size or DEFAULT_EMOJI_SIZE).as_image_dataset()
+    if captioned:
+        return load_captioned_folder(dataset, split, image_size or DEFAULT_FOLDER_SIZE).as_image_dataset()
+    return load_image_dataset(dataset, split, image_size)
+
+
 def reference_stats(dataset: str | Path, split: str = "test", features: InceptionFeatures | None = None,
                     cache_dir: str | Path | None = None, *, image_size: int | None = None,
-                    count: int | None = None, progress: bool = False) -> ReferenceStats:
+                    count: int | None = None, captioned: bool = False, progress: bool = False) -> ReferenceStats:
     """Inception statistics of a data set's split, cached as ``.npz`` (no pickle) under
     ``cache_dir`` (default ``$AIGC_CACHE/fid`` or ``~/.cache/aigc/fid``).
 
+    ``dataset`` is ``fashion-mnist``, ``digits``, ``emoji`` (whose ``split`` may also be ``all``) or a
+    folder; ``captioned=True`` takes only the folder's captioned images (see :func:`_reference_images`).
     ``count`` takes a fixed random subset (seed 0) of the split; the key names
     the data set, split, image size and count, so a changed request never reads
     stale numbers. ``features`` is only loaded when the cache misses.
     """
-    data: ImageDataset = load_image_dataset(dataset, split, image_size)
+    data: ImageDataset = _reference_images(dataset, split, image_size, captioned)
     n = len(data) if count is None else min(count, len(data))
     if n < 2:
         raise DataError(f"the {split} split of {dataset!r} has {len(data)} images; FID needs at least 2")
     name = str(dataset)
-    if name not in ("fashion-mnist", "digits"):
+    if name == "emoji":  # the set follows the installed font and emoji package: key on its pixels
+        name = f"emoji-{hashlib.blake2b(data.images.contiguous().numpy().tobytes(), digest_size=6).hexdigest()}"
+    elif name not in ("fashion-mnist", "digits"):
         path = Path(name).expanduser()
-        name = f"{path.resolve().name or 'folder'}-{_folder_fingerprint(path)}"
+        name = f"{path.resolve().name or 'folder'}-{_folder_fingerprint(path)}" + ("-captioned" if captioned else "")
     key = f"{name}-{split}-{data.image_size}px-n{n}-incv3tf"
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "fid"
     file = folder / f"{key}.npz"

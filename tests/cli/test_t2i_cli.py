@@ -1,14 +1,22 @@
-"""The text-to-image command line: train t2i (own and MiniLM encoders), generate image --prompt, eval t2i."""
+"""The text-to-image command line: train t2i (own and MiniLM encoders), generate image --prompt, eval t2i
+(shapes prompt adherence; FID/KID and retrieval for captioned data)."""
 import json
+import shutil
+import sys
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from aigc.eval import fid
+from aigc.eval.retrieval import train_contrastive
 from aigc.generate.images import read_png_parameters
+from aigc.pipelines import t2i_captioned_eval as captioned_eval
 from aigc.train import checkpoint as ckpt
 
 from ..conftest import run_cli
+from ..pipelines.test_t2i_captioned_eval import CFG, STEPS, PixelFeatures, make_captioned_folder, train_tiny_t2i
 
 TINY = ["--preset", "tiny", "--no-progress", "--train_images=64", "--val_images=8", "--train.eval_interval=10"]
 
@@ -89,3 +97,80 @@ def test_train_t2i_bad_input_exits_2(tmp_path):
     res = run_cli("train", "t2i", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY)
     assert res.returncode == 2 and "captions" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ---- captioned data (emoji, a folder): FID/KID and retrieval, in-process with cheap stand-ins ----------
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("t2ifolder")
+    folder = make_captioned_folder(root / "squares")
+    return train_tiny_t2i(folder, root / "run")
+
+
+def _main(monkeypatch, capsys, *args):
+    """``aigc ...`` in this process (so the stand-ins apply): (exit status, stdout, stderr)."""
+    from aigc.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["aigc", *args])
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() redirects warnings
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture()
+def stand_ins(tmp_path, monkeypatch):
+    """A pixel-statistics Inception, a 3-step contrastive model and a temporary FID cache."""
+    trained = []
+
+    def contrastive(train, progress=False):
+        trained.append(len(train))
+        return train_contrastive(train, CFG, seed=0, train_cfg=STEPS)
+
+    monkeypatch.setattr(captioned_eval, "InceptionFeatures", lambda progress=False: PixelFeatures())
+    monkeypatch.setattr(captioned_eval, "cached_contrastive", contrastive)
+    monkeypatch.setattr(fid, "cache_root", lambda: tmp_path)
+    return trained
+
+
+def test_eval_t2i_on_a_captioned_folder_prints_fid_and_retrieval(folder_run, stand_ins, tmp_path, monkeypatch,
+                                                                  capsys):
+    base = ["eval", "t2i", "--model", str(folder_run), "--n", "3", "--guidance", "1,2", "--steps", "2",
+            "--batch-size", "4", "--no-progress"]
+    code, out, err = _main(monkeypatch, capsys, *base)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["guidance", "FID", "KID", "i->t@1", "i->t@5", "t->i@1", "t->i@5"]
+    assert [line.split()[0] for line in lines[1:5]] == ["1", "2", "real", "chance"]
+    assert lines[4].split()[1:] == ["-", "-", "33.3", "100.0", "33.3", "100.0"]  # 1 and 5 of 3 candidates
+    assert "3 generated images vs 4 real" in lines[-1] and "test split" in lines[-1] and "(10 images)" in lines[-1]
+    plot = tmp_path / "scores.png"
+    code, out, err = _main(monkeypatch, capsys, *base, "--plot", str(plot), "--json")
+    assert code == 0, err
+    result = _last_json(out)
+    assert result["n"] == 3 and result["n_ref"] == 4 and result["retrieval_prompts"] == 3
+    assert result["contrastive_train_images"] == 10 and stand_ins == [10, 10]  # trained on the train split
+    assert [s["guidance"] for s in result["scores"]] == [1.0, 2.0]
+    assert all(0.0 <= s[k] <= 1.0 for s in result["scores"] for k in ("image_to_text@1", "text_to_image@1"))
+    assert result["plot"] == str(plot) and plot.stat().st_size > 1000
+
+
+def test_eval_t2i_bad_input_exits_2(folder_run, stand_ins, tmp_path, monkeypatch, capsys):
+    base = ["eval", "t2i", "--model", str(folder_run), "--steps", "2", "--no-progress"]
+    for extra, message in ((["--n", "0"], "--n must be at least 1"), (["--n", "1"], "at least 2"),
+                           (["--guidance", "0"], "positive"), (["--batch-size", "0"], "batch-size")):
+        code, out, err = _main(monkeypatch, capsys, *base, *extra)
+        assert code == 2 and message in err and "Traceback" not in err, (extra, err)
+    moved = tmp_path / "moved"  # the model's training folder is gone
+    shutil.copytree(ckpt.resolve(folder_run), moved)
+    config = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone")}))
+    code, out, err = _main(monkeypatch, capsys, "eval", "t2i", "--model", str(moved), "--n", "3", "--no-progress")
+    assert code == 2 and "neither a captioned data set" in err and not out
+    assert stand_ins == []  # refused before any contrastive training
