@@ -2,12 +2,16 @@
 per network evaluation, plain and with classifier-free guidance.
 
     python bench/t2i.py [--quick] [--threads 2] [--batch 64] [--eval-batch 16] [--tokens 16] [--peer-proj auto]
+                        [--patch 1|2]
 
 Same process, same work, fp32, eager, same threads. Ours is a text-to-image
 UNet at 32x32 RGB (learned Σ: 6 output channels): 64 channels, levels
 32 -> 16 -> 8 at x(1, 2, 2), 2 residual blocks per level, self-attention and
 cross-attention to the caption at 16x16 and 8x8 and in the middle block, the
-pooled caption added to the timestep embedding; captions are random
+pooled caption added to the timestep embedding (``--patch 2``: the
+``t2i-small`` layout, 2x2 pixel patches folded into channels first, so the
+levels are 16 -> 8 -> 4 and the peer runs on the same unshuffled 12-channel
+16x16 input, results in ``t2i-patch2.json``); captions are random
 MiniLM-width tokens (B, S=16, 384) with padding masked, and a pooled (B, 384).
 
 The peer has the same levels, blocks per level and placement (DownBlock2D at
@@ -50,6 +54,7 @@ from typing import Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -69,8 +74,8 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 ModelFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
-def ours_model(model_channels: int) -> UNet:
-    return UNet(UNetConfig(image_size=SIZE, in_channels=CHANNELS, model_channels=model_channels,
+def ours_model(model_channels: int, patch: int = 1) -> UNet:
+    return UNet(UNetConfig(image_size=SIZE, in_channels=CHANNELS, model_channels=model_channels, patch_size=patch,
                            learn_sigma=True, channel_mult=(1, 2, 2), num_res_blocks=2,
                            attention_resolutions=(16, 8), cross_attention_resolutions=(16, 8),
                            num_heads=4, dropout=0.0, context_dim=CONTEXT_DIM))
@@ -81,6 +86,7 @@ def peer_model(ours: UNet, width_scale: float = 1.0, linear_proj: bool = True):
     from diffusers import UNet2DConditionModel
 
     c = ours.config
+    p2 = c.patch_size ** 2  # with patches, the peer works on the pixel-unshuffled image, as ours does
     widths = tuple(int(round(c.model_channels * m * width_scale / 16)) * 16 for m in c.channel_mult)
     groups = next(g for g in (32, 16) if all(w % g == 0 for w in widths))
     sizes = c.resolutions()
@@ -92,7 +98,8 @@ def peer_model(ours: UNet, width_scale: float = 1.0, linear_proj: bool = True):
     up = tuple("CrossAttnUpBlock2D" if s in cross else "UpBlock2D" for s in reversed(sizes))
     # attention_head_dim is the head *count* in UNet2DConditionModel (diffusers issue 2011)
     return UNet2DConditionModel(
-        sample_size=SIZE, in_channels=CHANNELS, out_channels=c.out_ch, block_out_channels=widths,
+        sample_size=SIZE // c.patch_size, in_channels=CHANNELS * p2, out_channels=c.out_ch * p2,
+        block_out_channels=widths,
         layers_per_block=c.num_res_blocks, down_block_types=down, up_block_types=up,
         mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=CONTEXT_DIM,
         transformer_layers_per_block=1, attention_head_dim=c.num_heads, norm_num_groups=groups,
@@ -104,9 +111,12 @@ def functions(ours: UNet, peer) -> dict[str, ModelFn]:
     def ours_fn(x, t, tokens, mask, pooled):
         return ours(x, t, context=tokens, context_mask=mask, pooled=pooled)
 
+    p = ours.config.patch_size
+
     def peer_fn(x, t, tokens, mask, pooled):
-        return peer(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask,
-                    class_labels=pooled).sample
+        x = F.pixel_unshuffle(x, p) if p > 1 else x
+        out = peer(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled).sample
+        return F.pixel_shuffle(out, p) if p > 1 else out
     return {"ours": ours_fn, "peer": peer_fn}
 
 
@@ -176,6 +186,7 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=16, help="images per sampler step (x2 with guidance)")
     ap.add_argument("--tokens", type=int, default=16, help="caption length S (shorter captions padded)")
     ap.add_argument("--model-channels", type=int, default=64)
+    ap.add_argument("--patch", type=int, default=1, help="2: the t2i-small layout (2x2 pixel patches, levels 16/8/4)")
     ap.add_argument("--peer-proj", choices=("auto", "linear", "conv"), default="auto",
                     help="the peer's transformer in/out projections (auto: the faster, timed here)")
     args = ap.parse_args()
@@ -189,7 +200,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    ours = ours_model(args.model_channels)
+    ours = ours_model(args.model_channels, args.patch)
     probe = make_batch(2, args.tokens, g)
     flops_ours = forward_flops(functions(ours, None)["ours"], probe)
     scale, search = matched_scale(ours, flops_ours, probe)
@@ -232,7 +243,7 @@ def main() -> None:
                                     "num_res_blocks": ours.config.num_res_blocks,
                                     "attention_resolutions": list(ours.config.attention_resolutions),
                                     "cross_attention_resolutions": list(ours.config.cross_resolutions),
-                                    "num_heads": ours.config.num_heads},
+                                    "num_heads": ours.config.num_heads, "patch_size": ours.config.patch_size},
                     "peer_config": {"block_out_channels": list(peer.config.block_out_channels),
                                     "down_block_types": list(peer.config.down_block_types),
                                     "use_linear_projection": kind == "linear", "attn_processors": processors,
@@ -313,7 +324,7 @@ def main() -> None:
     out = rounded(result)
     if not args.quick:
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, "w") as f:
+        with open(RESULTS if args.patch == 1 else RESULTS.replace(".json", f"-patch{args.patch}.json"), "w") as f:
             json.dump(out, f)
             f.write("\n")
     emit_json(out)
