@@ -8,7 +8,7 @@ One trained model (a run folder of ``aigc train image``); the same starting
 noise for every sampler (seed 0); FID and KID against the same reference
 statistics (the test split, or a fixed subset of ``--ref-n``), with the
 sample count beside each. Ours: DDPM (ancestral, learned Σ), DDIM (η = 0) and
-DPM-Solver++(2M); the peer's ``DDIMScheduler`` and
+DPM-Solver++(2M), as an ODE and as its SDE (``dpm++sde``); the peer's ``DDIMScheduler`` and
 ``DPMSolverMultistepScheduler`` (DPM-Solver++, order 2, its default spacing, its
 x0 thresholding for pixel-space models)
 drive the same network with the same betas. A class-conditional model
@@ -93,11 +93,11 @@ def main() -> None:
                           progress=True)
     labels = (torch.arange(args.n) % im.num_classes) if im.num_classes else None
     noise = torch.randn((args.n, *im.image_shape), generator=torch.Generator().manual_seed(0))
-    runs = [(s, k) for k in map(int, args.nfe.split(",")) for s in ("ddpm", "ddim", "dpm++", "peer-ddim", "peer-dpm++")]
+    runs = [(s, k) for k in map(int, args.nfe.split(",")) for s in ("ddpm", "ddim", "dpm++", "dpm++sde", "peer-ddim", "peer-dpm++")]
     if args.full:
         runs += [("ddpm", args.full)] + ([("ddim", args.full)] if args.full_ddim else [])
     # the target's three runs first, so that an interrupted bench still answers it
-    first = [("dpm++", 20), ("peer-dpm++", 20), ("ddpm", args.full)]
+    first = [("dpm++", 20), ("peer-dpm++", 20), ("ddpm", args.full), ("dpm++sde", 20)]
     runs = [r for r in first if r in runs] + [r for r in runs if r not in first]
     result: dict = {"bench": "samplers", "model": str(im.path), "n": args.n, "n_ref": ref.count,
                     "guidance": args.guidance, "runs": {}}
@@ -139,6 +139,9 @@ def main() -> None:
     if f"ddpm@{args.full}" in r and "dpm++@20" in r:
         result["dpmpp20_vs_ddpm_full"] = r["dpm++@20"]["fid"] / r[f"ddpm@{args.full}"]["fid"]
         result["dpmpp20_vs_ddpm_full_kid"] = r["dpm++@20"]["kid"] / r[f"ddpm@{args.full}"]["kid"]
+        if "dpm++sde@20" in r:
+            result["dpmppsde20_vs_ddpm_full"] = r["dpm++sde@20"]["fid"] / r[f"ddpm@{args.full}"]["fid"]
+            result["dpmppsde20_vs_ddpm_full_kid"] = r["dpm++sde@20"]["kid"] / r[f"ddpm@{args.full}"]["kid"]
     for k in map(int, args.nfe.split(",")):
         result[f"dpmpp_vs_peer@{k}"] = r[f"dpm++@{k}"]["fid"] / r[f"peer-dpm++@{k}"]["fid"]
         result[f"dpmpp_vs_peer_kid@{k}"] = r[f"dpm++@{k}"]["kid"] / r[f"peer-dpm++@{k}"]["kid"]

@@ -13,7 +13,7 @@ from .common import EXTRA, JSON_HELP, app, emit_json, eval_app, generate_app, pa
 edit_app = typer.Typer(no_args_is_help=True, help="Edit images with a trained diffusion model.")
 app.add_typer(edit_app, name="edit")
 
-SAMPLER_HELP = "ddpm | ddim | dpm++"
+SAMPLER_HELP = "ddpm | ddim | dpm++ | dpm++sde (its stochastic form)"
 
 
 class _Progress:

@@ -125,7 +125,7 @@ def sample_ddim(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, st
 def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
                     generator: torch.Generator | None = None, callback: Callback | None = None,
                     clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
-                    spacing: str | None = None) -> Tensor:
+                    spacing: str | None = None, eta: float = 0.0) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order in data prediction on the
     discrete schedule, with α_i = √ᾱ_i, σ_i = √(1−ᾱ_i), λ_i = log(α_i/σ_i). Step i -> i-1 with h = λ_{i-1} − λ_i:
         x_{i-1} = (σ_{i-1}/σ_i) x_i − α_{i-1} (e^{−h} − 1) D,
@@ -133,7 +133,14 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
     The last step goes to σ = 0 and is first order: x_0 = x̂_0 at the smallest timestep. Timesteps are
     spaced evenly in λ by default ("logsnr", DPM-Solver's choice for low resolutions): evenly spaced t put
     one huge λ step at the clean end, where the second-order extrapolation (small r) overshoots.
-    ``generator`` is unused (the solver is deterministic)."""
+    ``eta`` > 0 gives the stochastic solver of the same paper (SDE-DPM-Solver++(2M), eta = 1; the
+    second-order term in its midpoint form): with g = e^{−η h},
+        x_{i-1} = (σ_{i-1}/σ_i) g x_i + α_{i-1} (1 − g e^{−h}) (x̂_0(i) + (x̂_0(i) − x̂_0(i+1)) / (2r))
+                  + σ_{i-1} √(1 − g²) z,
+    which is the update above at η = 0. Its fresh noise, drawn from ``generator``, corrects errors of
+    the network that the ODE carries to the end, as ancestral sampling does."""
+    if eta < 0:
+        raise ValueError(f"eta must be non-negative, got {eta}")
     rp, kept = sampling_schedule(process, steps, spacing, "dpm++")
     start_step = _check_start(start_step, steps)
     alpha = [math.sqrt(a) for a in rp.alphas_cumprod]
@@ -156,7 +163,10 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
             else:
                 r = prev_h / h
                 d = (1 + 1 / (2 * r)) * pred_x0 - (1 / (2 * r)) * prev_x0
-            x = (sigma[j] / sigma[i]) * x - alpha[j] * math.expm1(-h) * d
+            x = (sigma[j] / sigma[i]) * math.exp(-eta * h) * x - alpha[j] * math.expm1(-h - eta * h) * d
+            if eta > 0:
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+                x = x + sigma[j] * math.sqrt(-math.expm1(-2 * eta * h)) * z
             prev_h = h
         prev_x0 = pred_x0
         if project is not None:
@@ -166,12 +176,19 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
     return x
 
 
-DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpm++": "logsnr"}
+def sample_dpmpp_2m_sde(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int,
+                        **kwargs) -> Tensor:
+    """SDE-DPM-Solver++(2M): :func:`sample_dpmpp_2m` with eta = 1 (seeded by ``generator``)."""
+    return sample_dpmpp_2m(model_fn, noise, process, steps, eta=1.0, **kwargs)
+
+
+DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpm++": "logsnr", "dpm++sde": "logsnr"}
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpm++": sample_dpmpp_2m,
+    "dpm++sde": sample_dpmpp_2m_sde,
 }
 
 

@@ -50,6 +50,8 @@ def test_fixed_variances_bracket_the_true_reverse_variance():
     ("dpm++", 10, ("epsilon", "fixed_small", "cosine"), 0.04),
     ("dpm++", 20, ("v", "learned_range", "linear"), 0.03),
     ("dpm++", 20, ("x0", "fixed_large", "cosine"), 0.03),
+    ("dpm++sde", 20, ("epsilon", "learned_range", "cosine"), 0.05),
+    ("dpm++sde", 50, ("v", "fixed_small", "linear"), 0.04),
 ])
 def test_samplers_recover_gaussian_data(name, steps, kind, tol_std):
     mean_type, var_type, schedule = kind
@@ -68,6 +70,18 @@ def test_first_order_samplers_converge_with_more_steps(name):
     errs = [abs(float(SAMPLERS[name](model, _noise(), p, n, generator=torch.Generator().manual_seed(1)).std()) - S)
             for n in (10, 50, 250)]
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.01
+
+
+def test_dpmpp_eta_zero_is_the_ode_and_eta_one_draws_noise():
+    p = _proc(schedule="cosine")
+    model = gaussian_denoiser(p, MU, S)
+    noise = _noise(64)
+    ode = sample_dpmpp_2m(model, noise, p, 10)
+    assert torch.equal(sample_dpmpp_2m(model, noise, p, 10, eta=0.0, generator=torch.Generator().manual_seed(0)), ode)
+    sde = [SAMPLERS["dpm++sde"](model, noise, p, 10, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    assert not torch.equal(sde[0], ode) and not torch.equal(sde[0], sde[1])
+    with pytest.raises(ValueError, match="eta"):
+        sample_dpmpp_2m(model, noise, p, 10, eta=-1.0)
 
 
 def test_dpmpp_is_more_accurate_than_ddim_at_few_steps():
