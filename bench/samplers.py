@@ -10,7 +10,7 @@ statistics (the test split, or a fixed subset of ``--ref-n``), with the
 sample count beside each. Ours: DDPM (ancestral, learned Σ), DDIM (η = 0) and
 DPM-Solver++(2M), as an ODE and as its SDE (``dpm++sde``); the peer's ``DDIMScheduler`` and
 ``DPMSolverMultistepScheduler`` (DPM-Solver++, order 2, its default spacing, its
-x0 thresholding for pixel-space models)
+x0 thresholding for pixel-space models; ``sde-dpmsolver++`` for the SDE form)
 drive the same network with the same betas. A class-conditional model
 samples classes 0..K-1 in equal shares, with ``--guidance`` through our
 classifier-free wrapper for every sampler. Network evaluations (NFE) =
@@ -52,19 +52,20 @@ def peer_scheduler(name: str, process):
     # thresholding: diffusers' own clipping of the x0 prediction for pixel-space models (ours clips
     # x0 to [-1, 1]); without it the first step from t = T-1 of a cosine schedule (alpha-bar 2e-9)
     # blows up: FID 377 against 138 with it on 64 samples here
-    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+    algorithm = "sde-dpmsolver++" if name == "peer-dpm++sde" else "dpmsolver++"
+    return DPMSolverMultistepScheduler(**common, algorithm_type=algorithm, solver_order=2,
                                        lower_order_final=True, thresholding=True, sample_max_value=1.0)
 
 
 @torch.no_grad()
-def run_peer(name: str, fn, noise, process, steps: int) -> torch.Tensor:
+def run_peer(name: str, fn, noise, process, steps: int, generator: torch.Generator) -> torch.Tensor:
     sched = peer_scheduler(name, process)
     sched.set_timesteps(steps)
     x = noise * sched.init_noise_sigma
     C = noise.shape[1]
     for t in sched.timesteps:
         out = fn(x, torch.full((x.shape[0],), int(t), dtype=torch.long))[:, :C]  # ε channels
-        x = sched.step(out, t, x).prev_sample
+        x = sched.step(out, t, x, generator=generator).prev_sample
     return x.clamp(-1, 1)
 
 
@@ -93,11 +94,12 @@ def main() -> None:
                           progress=True)
     labels = (torch.arange(args.n) % im.num_classes) if im.num_classes else None
     noise = torch.randn((args.n, *im.image_shape), generator=torch.Generator().manual_seed(0))
-    runs = [(s, k) for k in map(int, args.nfe.split(",")) for s in ("ddpm", "ddim", "dpm++", "dpm++sde", "peer-ddim", "peer-dpm++")]
+    runs = [(s, k) for k in map(int, args.nfe.split(",")) for s in ("ddpm", "ddim", "dpm++", "dpm++sde", "peer-ddim", "peer-dpm++",
+                                                              "peer-dpm++sde")]
     if args.full:
         runs += [("ddpm", args.full)] + ([("ddim", args.full)] if args.full_ddim else [])
     # the target's three runs first, so that an interrupted bench still answers it
-    first = [("dpm++", 20), ("peer-dpm++", 20), ("ddpm", args.full), ("dpm++sde", 20)]
+    first = [("dpm++", 20), ("peer-dpm++", 20), ("ddpm", args.full), ("dpm++sde", 20), ("peer-dpm++sde", 20)]
     runs = [r for r in first if r in runs] + [r for r in runs if r not in first]
     result: dict = {"bench": "samplers", "model": str(im.path), "n": args.n, "n_ref": ref.count,
                     "guidance": args.guidance, "runs": {}}
@@ -122,7 +124,7 @@ def main() -> None:
             fn = im.model_fn(rows_n, label, args.guidance if labels is not None else 1.0)
             g = torch.Generator().manual_seed(1 + start)
             if sampler.startswith("peer"):
-                x = run_peer(sampler, fn, noise[sl], im.process, nfe)
+                x = run_peer(sampler, fn, noise[sl], im.process, nfe, g)
             else:
                 x = SAMPLERS[sampler](fn, noise[sl], im.process, nfe, generator=g)
             out.append(from_model_range(x))
@@ -145,6 +147,7 @@ def main() -> None:
     for k in map(int, args.nfe.split(",")):
         result[f"dpmpp_vs_peer@{k}"] = r[f"dpm++@{k}"]["fid"] / r[f"peer-dpm++@{k}"]["fid"]
         result[f"dpmpp_vs_peer_kid@{k}"] = r[f"dpm++@{k}"]["kid"] / r[f"peer-dpm++@{k}"]["kid"]
+        result[f"dpmppsde_vs_peer@{k}"] = r[f"dpm++sde@{k}"]["fid"] / r[f"peer-dpm++sde@{k}"]["fid"]
     emit_json(rounded(result))
 
 
