@@ -32,7 +32,7 @@ from ..eval.fid import InceptionFeatures, fid_kid, reference_stats
 from ..eval.retrieval import cached_contrastive, real_image_retrieval, retrieval_accuracy
 from ..models.contrastive import ContrastiveModel
 from .image import ImageModel
-from .t2i_eval import generate_for_prompts
+from .t2i_eval import generate_for_prompts, save_figure
 
 Features = Callable[..., np.ndarray]  # f(uint8 images (N, C, H, W), progress=bool) -> (N, D), like InceptionFeatures
 
@@ -128,15 +128,11 @@ def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float
 def plot_captioned(result: dict[str, Any], path) -> None:
     """FID and top-1 retrieval (with the real-image ceiling and chance) against the guidance scale, as a
     PNG (written under a temporary name, then renamed)."""
-    import os
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     rows = sorted(result["scores"], key=lambda r: r["guidance"])
     scales = [r["guidance"] for r in rows]
     fig, (ax_fid, ax_ret) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
@@ -152,8 +148,4 @@ def plot_captioned(result: dict[str, Any], path) -> None:
     for ax in (ax_fid, ax_ret):
         ax.set_xlabel("guidance scale")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -74,15 +74,11 @@ def evaluate_shapes_adherence(im: ImageModel, *, n: int = 200, guidance: Sequenc
 def plot_adherence(result: dict[str, Any], path) -> None:
     """Overall and per-attribute accuracy against the guidance scale, seen vs held-out, as a PNG
     (written under a temporary name, then renamed)."""
-    import os
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, style in (("seen", "-"), ("heldout", "--")):
         rows = sorted((r for r in result["scores"] if r["split"] == name), key=lambda r: r["guidance"])
@@ -99,6 +95,17 @@ def plot_adherence(result: dict[str, Any], path) -> None:
     ax.set_title(f"shapes prompt adherence ({result['n']} prompts per split)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure as a PNG under a temporary name, then rename it into place; close it."""
+    import os
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     fig.savefig(tmp)
