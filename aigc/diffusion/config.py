@@ -17,6 +17,7 @@ class DiffusionConfig:
     fixed_variance: str = "fixed_large"  # fixed_large (β_t) | fixed_small (β̃_t), when Σ is not learned
     loss: str = "hybrid"             # mse | kl | hybrid (L_simple + λ L_vlb)
     vlb_weight: float = 0.001        # λ of the hybrid loss
+    snr_gamma: float = 0.0           # min-SNR-γ weighting of the mse term (Hang et al. 2023; 5 is theirs); 0: off
     timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl)
     class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
 
@@ -35,4 +36,5 @@ class DiffusionConfig:
     def process(self) -> GaussianDiffusion:
         var = VarType.LEARNED_RANGE if self.learn_sigma else VarType(self.fixed_variance)
         return GaussianDiffusion(make_betas(self.schedule, self.timesteps), mean_type=self.mean_type,
-                                 var_type=var, loss_type=self.loss, vlb_weight=self.vlb_weight)
+                                 var_type=var, loss_type=self.loss, vlb_weight=self.vlb_weight,
+                                 snr_gamma=self.snr_gamma)

@@ -10,6 +10,7 @@ process's schedule (0-based: index i is the paper's t = i + 1).
 from __future__ import annotations
 
 import enum
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -68,7 +69,8 @@ class GaussianDiffusion:
 
     def __init__(self, betas: Sequence[float] | np.ndarray, mean_type: MeanType | str = MeanType.EPSILON,
                  var_type: VarType | str = VarType.FIXED_LARGE, loss_type: LossType | str = LossType.MSE,
-                 vlb_weight: float = 0.001, timestep_map: Sequence[int] | None = None) -> None:
+                 vlb_weight: float = 0.001, timestep_map: Sequence[int] | None = None,
+                 snr_gamma: float = 0.0) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size < 1:
             raise ConfigError("betas must be a non-empty 1-D sequence")
@@ -78,6 +80,9 @@ class GaussianDiffusion:
         self.var_type = _enum(VarType, var_type)
         self.loss_type = _enum(LossType, loss_type)
         self.vlb_weight = float(vlb_weight)
+        if not (snr_gamma >= 0 and math.isfinite(snr_gamma)):
+            raise ConfigError(f"snr_gamma must be a finite number >= 0 (0: off), got {snr_gamma}")
+        self.snr_gamma = float(snr_gamma)
         self.num_timesteps = T = int(betas.shape[0])
         self.timestep_map = (np.arange(T, dtype=np.int64) if timestep_map is None
                              else np.asarray(timestep_map, dtype=np.int64))
@@ -225,7 +230,8 @@ class GaussianDiffusion:
                         model_kwargs: dict | None = None,
                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-example loss terms (B,) at timesteps t: "loss" (what to minimise), "mse" (DDPM eq. 14 on the
-        mean channels; detached for pure KL), "vb" (the L_{t} term in bits/dim, unscaled).
+        mean channels, unweighted; detached for pure KL), "vb" (the L_{t} term in bits/dim, unscaled).
+        With ``snr_gamma`` the mse inside "loss" carries :meth:`snr_loss_weight`.
 
         HYBRID: loss = mse + λ·T·vb (Improved DDPM eq. 16, L_vlb ≈ T·L_t under uniform t), with the mean
         channels detached inside vb so L_vlb only trains Σ. KL: loss = T·vb.
@@ -253,11 +259,21 @@ class GaussianDiffusion:
         frozen = torch.cat([mean_out.detach(), var_out], dim=1) if var_out is not None else model_output.detach()
         vb, _ = self._vb_terms_bpd(frozen, x0, x_t, t, clip_denoised=False)
         terms["vb"] = vb
-        if self.loss_type is LossType.HYBRID:
-            terms["loss"] = terms["mse"] + self.vlb_weight * T * vb
-        else:
-            terms["loss"] = terms["mse"]
+        mse = terms["mse"] * self.snr_loss_weight(t).to(x0.dtype) if self.snr_gamma else terms["mse"]
+        terms["loss"] = mse + self.vlb_weight * T * vb if self.loss_type is LossType.HYBRID else mse
         return terms
+
+    def snr_loss_weight(self, t: Tensor) -> Tensor:
+        """Min-SNR-γ weights (Hang et al. 2023) of the mse term at timesteps t (B,): the x₀ loss weighted
+        by min(SNR_t, γ), written for the network's target: min(SNR, γ)/SNR for ε, min(SNR, γ) for x₀,
+        min(SNR, γ)/(SNR + 1) for v. Low-noise steps, which mostly refine detail, stop dominating."""
+        snr = torch.from_numpy(self.alphas_cumprod / (1.0 - self.alphas_cumprod)).to(t.device)[t]
+        clipped = snr.clamp(max=self.snr_gamma)
+        if self.mean_type is MeanType.EPSILON:
+            return clipped / snr
+        if self.mean_type is MeanType.START_X:
+            return clipped
+        return clipped / (snr + 1.0)
 
     def prior_bpd(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T|x_0) ‖ N(0, I)) in bits/dim, per example (B,)."""
@@ -367,4 +383,4 @@ def respace(process: GaussianDiffusion, use_timesteps: Sequence[int]) -> Gaussia
     prev = np.append(1.0, abar[:-1])
     betas = 1.0 - abar / prev
     return GaussianDiffusion(betas, process.mean_type, process.var_type, process.loss_type, process.vlb_weight,
-                             timestep_map=process.timestep_map[kept])
+                             timestep_map=process.timestep_map[kept], snr_gamma=process.snr_gamma)

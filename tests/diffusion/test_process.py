@@ -192,6 +192,29 @@ def test_training_losses_terms_and_stop_gradient():
     torch.testing.assert_close(terms["loss"], (x0 ** 2).mean(dim=(1, 2, 3)))
 
 
+@pytest.mark.parametrize("mean_type", ["epsilon", "x0", "v"])
+def test_min_snr_weighting_is_the_same_x0_loss_for_every_target(mean_type):
+    # min-SNR-γ: whatever the network predicts, the weighted mse is min(SNR_t, γ) · ‖x₀ − x̂₀‖²
+    T, gamma = 200, 5.0
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(16, 2, 3, 3, generator=g, dtype=torch.float64) * 2 - 1
+    t = torch.randint(0, T, (16,), generator=g)
+    t[:2] = torch.tensor([0, T - 1])  # SNR far above and far below γ
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    out = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    p = _proc(T, "cosine", mean_type=mean_type, snr_gamma=gamma)
+    terms = p.training_losses(lambda x, tt: out, x0, t, noise=noise)
+    pred_x0, _ = p.predict_start(out, p.q_sample(x0, t, noise), t, clip_denoised=False)
+    abar = torch.from_numpy(p.alphas_cumprod)[t]
+    expected = (abar / (1 - abar)).clamp(max=gamma) * ((x0 - pred_x0) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(terms["loss"], expected)
+    plain = _proc(T, "cosine", mean_type=mean_type).training_losses(lambda x, tt: out, x0, t, noise=noise)
+    torch.testing.assert_close(terms["mse"], plain["mse"])  # the reported mse stays unweighted
+    assert respace(p, [0, 50, 199]).snr_gamma == gamma
+    with pytest.raises(ConfigError, match="snr_gamma"):
+        _proc(T, snr_gamma=-1.0)
+
+
 def test_clamped_variance_output_still_gets_a_gradient_back_into_range():
     # v far below -1 means Σ = β̃_t; with any error in the mean the bound wants a larger Σ, so dL/dv < 0 even
     # though v is clamped (straight-through), and the output is not stuck outside the range.
