@@ -6,7 +6,7 @@
 * ``model_fn(x_t, t)`` is the network (conditioning and guidance closed over); it receives the
   training schedule's timestep indices (B,).
 * ``steps`` is the number of network evaluations: ``process`` is respaced to ``steps`` timesteps
-  (cached on the process) chosen by ``spacing`` (None: the sampler's default in ``DEFAULT_SPACING``;
+  (cached on the process) chosen by ``spacing`` (None: the sampler's default, :func:`default_spacing`;
   see :func:`aigc.diffusion.process.space_timesteps`).
 * ``callback(info)`` gets {"step", "steps", "t", "x", "pred_x0"} after every step ("step" counts
   from 0 over the full schedule, "t" is the model timestep just evaluated); it may raise to cancel.
@@ -79,7 +79,7 @@ def ddim_step(rp: GaussianDiffusion, model_output: Tensor, x: Tensor, i: int, *,
 def sampling_schedule(process: GaussianDiffusion, steps: int, spacing: str | None,
              sampler: str) -> tuple[GaussianDiffusion, list[int]]:
     """(the respaced process, the indices of ``process`` it keeps) for a sampler."""
-    spacing = spacing or DEFAULT_SPACING[sampler]
+    spacing = spacing or default_spacing(sampler, steps)
     return process.respaced(steps, spacing), process.sampling_timesteps(steps, spacing)
 
 
@@ -137,8 +137,9 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
         x_{i-1} = (σ_{i-1}/σ_i) x_i − α_{i-1} (e^{−h} − 1) D,
         D = (1 + 1/(2r)) x̂_0(i) − 1/(2r) x̂_0(i+1),  r = h_prev / h   (first order D = x̂_0(i) on the first step).
     The last step goes to σ = 0 and is first order: x_0 = x̂_0 at the smallest timestep. Timesteps are
-    spaced evenly in λ by default ("logsnr", DPM-Solver's choice for low resolutions): evenly spaced t put
-    one huge λ step at the clean end, where the second-order extrapolation (small r) overshoots.
+    spaced evenly in λ by default ("logsnr", DPM-Solver's choice for low resolutions): at few steps,
+    evenly spaced t put one huge λ step at the clean end, where the second-order extrapolation (small r)
+    overshoots; from ``ODE_TRAILING_FROM`` steps the ODE uses even t ("trailing"), which measured better.
     ``eta`` > 0 gives the stochastic solver of the same paper (SDE-DPM-Solver++(2M), eta = 1; the
     second-order term in its midpoint form): with g = e^{−η h},
         x_{i-1} = (σ_{i-1}/σ_i) g x_i + α_{i-1} (1 − g e^{−h}) (x̂_0(i) + (x̂_0(i) − x̂_0(i+1)) / (2r))
@@ -147,7 +148,7 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
     the network that the ODE carries to the end, as ancestral sampling does."""
     if eta < 0:
         raise ValueError(f"eta must be non-negative, got {eta}")
-    rp, kept = sampling_schedule(process, steps, spacing, "dpm++")
+    rp, kept = sampling_schedule(process, steps, spacing, "dpm++sde" if eta > 0 else "dpm++")
     start_step = _check_start(start_step, steps)
     alpha = [math.sqrt(a) for a in rp.alphas_cumprod]
     sigma = [math.sqrt(1 - a) for a in rp.alphas_cumprod]
@@ -189,6 +190,17 @@ def sample_dpmpp_2m_sde(model_fn: ModelFn, noise: Tensor, process: GaussianDiffu
 
 
 DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpm++": "logsnr", "dpm++sde": "logsnr"}
+# From this many steps the DPM-Solver++ ODE spaces its steps evenly in t ("trailing") instead. On the
+# fashion-mnist model here (FID of 256 samples) log-SNR vs trailing: 96.9 vs 109.8 at 10 steps, 97.7 vs
+# 101.5 at 20, 99.3 vs 99.5 at 30, 99.5 vs 97.2 at 50; the SDE form keeps log-SNR (65.1 vs 66.1 at 50).
+ODE_TRAILING_FROM = 40
+
+
+def default_spacing(sampler: str, steps: int) -> str:
+    """The timestep spacing a sampler uses when none is given."""
+    if sampler == "dpm++" and steps >= ODE_TRAILING_FROM:
+        return "trailing"
+    return DEFAULT_SPACING[sampler]
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,

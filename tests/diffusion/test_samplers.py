@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aigc.diffusion import SAMPLERS, GaussianDiffusion, make_betas, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from aigc.diffusion import (SAMPLERS, GaussianDiffusion, default_spacing, make_betas, sample_ddim, sample_ddpm,
+                            sample_dpmpp_2m)
+from aigc.diffusion.samplers import ODE_TRAILING_FROM
 from aigc.errors import ConfigError
 
 from .toy import gaussian_denoiser
@@ -172,3 +174,19 @@ def test_float32_learned_sigma_network(name):
     x = SAMPLERS[name](lambda x, t: net(x), noise, p, 4, generator=torch.Generator().manual_seed(0))
     assert x.dtype == torch.float32 and x.shape == noise.shape and torch.isfinite(x).all()
     assert x.abs().max() <= 1.0 + 1e-6  # the last step returns the clipped x̂_0 (or its posterior mean)
+
+
+def test_default_spacing_of_the_ode_switches_to_even_t_at_many_steps():
+    p = _proc(schedule="cosine")
+    model = gaussian_denoiser(p, MU, S)
+    for steps, spacing in ((20, "logsnr"), (ODE_TRAILING_FROM, "trailing")):
+        calls = []
+
+        def counting(x, t):
+            calls.append(t[0].item())
+            return model(x, t)
+
+        sample_dpmpp_2m(counting, _noise(4), p, steps)
+        assert default_spacing("dpm++", steps) == spacing
+        assert sorted(calls) == p.sampling_timesteps(steps, spacing)
+    assert default_spacing("dpm++sde", 50) == "logsnr" and default_spacing("ddim", 50) == "linspace"
