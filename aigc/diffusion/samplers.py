@@ -202,6 +202,7 @@ def default_spacing(sampler: str, steps: int) -> str:
         return "trailing"
     return DEFAULT_SPACING[sampler]
 
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
