@@ -146,12 +146,11 @@ def main() -> None:
     print(f"\nFID / KID of {args.n} samples against {ref.count} test images")
     print(table(rows, ["sampler", "NFE", "FID", "KID x1e3", "seconds"]))
     r = result["runs"]
-    if f"ddpm@{args.full}" in r and "dpm++@20" in r:
-        result["dpmpp20_vs_ddpm_full"] = r["dpm++@20"]["fid"] / r[f"ddpm@{args.full}"]["fid"]
-        result["dpmpp20_vs_ddpm_full_kid"] = r["dpm++@20"]["kid"] / r[f"ddpm@{args.full}"]["kid"]
-        if "dpm++sde@20" in r:
-            result["dpmppsde20_vs_ddpm_full"] = r["dpm++sde@20"]["fid"] / r[f"ddpm@{args.full}"]["fid"]
-            result["dpmppsde20_vs_ddpm_full_kid"] = r["dpm++sde@20"]["kid"] / r[f"ddpm@{args.full}"]["kid"]
+    full = r.get(f"ddpm@{args.full}")
+    for ours, name in (("dpm++", "dpmpp20"), ("dpm++sde", "dpmppsde20")):
+        if full and f"{ours}@20" in r:
+            result[f"{name}_vs_ddpm_full"] = r[f"{ours}@20"]["fid"] / full["fid"]
+            result[f"{name}_vs_ddpm_full_kid"] = r[f"{ours}@20"]["kid"] / full["kid"]
     for k in map(int, args.nfe.split(",")):
         for ours, peer, name in (("dpm++", "peer-dpm++", "dpmpp"), ("dpm++sde", "peer-dpm++sde", "dpmppsde"),
                                  ("ddim", "peer-ddim", "ddim")):
