@@ -1,6 +1,7 @@
 """Translation quality in equal time: our recipe against Hugging Face MarianMTModel (test BLEU).
 
     python bench/translate_quality.py --minutes M [--test-sentences N] [--preset small] [--out DIR]
+                                      [--only ours|peer]
 
 Ours: ``aigc.recipes.translate`` (bible-en-es, en->es, preset ``small``) for M
 minutes of wall clock (its validation runs inside the budget), then the last
@@ -20,7 +21,10 @@ HF ``generate`` (beam 4, early stopping, the same maximum length per batch:
 an exponent on length, ours the GNMT penalty), decoded by our tokenizer.
 
 Both are scored by sacreBLEU (``aigc.eval.bleu``). The two runs go one after
-the other. Prints a table, then one JSON object as the last line of stdout.
+the other, or with ``--only`` in two processes side by side (one per core, so
+they share the machine alike): ``--only peer`` takes the tokenizer of our run
+at ``--out``, which ``--only ours`` (or an earlier run) wrote. Prints a table,
+then one JSON object as the last line of stdout.
 """
 from __future__ import annotations
 
@@ -174,9 +178,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="folder for our run (default: a temporary folder)")
+    ap.add_argument("--only", choices=("ours", "peer"), default=None,
+                    help="train one side; 'peer' reads the tokenizer of our run at --out")
     args = ap.parse_args()
     if args.minutes <= 0:
         ap.error("--minutes must be positive")
+    if args.only == "peer" and (args.out is None or not (args.out / "latest").is_dir()):
+        ap.error("--only peer needs --out pointing at our finished run (its tokenizer)")
     setup(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -201,32 +209,36 @@ def main() -> None:
                     "transformers": transformers.__version__,
                     "decode": {"beam": BEAM, "length_penalty": ALPHA, "max_len": f"{LEN_A}*src+{LEN_B}"}}
     try:
-        print(f"ours: training preset '{args.preset}' for {args.minutes} min ...", flush=True)
-        trained, folder, n_avg = train_ours(cfg, out, args.average)
-        score, dec_s = ours_bleu(folder, sources, refs)
-        result["ours"] = {"step": trained["step"], "elapsed_s": trained["elapsed_s"], "loss": trained["loss"],
-                          "params": trained["params"], "averaged_checkpoints": n_avg, "decode_s": dec_s, **score}
-        print(f"ours: {trained['step']} steps, BLEU {score['bleu']:.2f}", flush=True)
-
-        tok = read_tokenizer(ckpt.resolve(out, prefer=("latest",)))
-        saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
-        cfg.model.vocab_size, cfg.model.pad_id = saved["model"]["vocab_size"], tok.eos_id
-        pairs, _ = recipe.encode_pairs(tok, corpus.train, cfg.model.max_len - 1)
-        print(f"peer: training MarianMTModel of the same shape for {args.minutes} min ...", flush=True)
-        model, info = train_peer(cfg, tok, pairs, args.minutes, n_avg)
-        score, dec_s = peer_bleu(model, tok, sources, refs)
-        result["peer"] = {**info, "params": sum(p.numel() for p in model.parameters()), "decode_s": dec_s, **score}
-        print(f"peer: {info['step']} steps, BLEU {score['bleu']:.2f}", flush=True)
+        if args.only != "peer":
+            print(f"ours: training preset '{args.preset}' for {args.minutes} min ...", flush=True)
+            trained, folder, n_avg = train_ours(cfg, out, args.average)
+            score, dec_s = ours_bleu(folder, sources, refs)
+            result["ours"] = {"step": trained["step"], "elapsed_s": trained["elapsed_s"], "loss": trained["loss"],
+                              "params": trained["params"], "averaged_checkpoints": n_avg, "decode_s": dec_s,
+                              **score}
+            print(f"ours: {trained['step']} steps, BLEU {score['bleu']:.2f}", flush=True)
+        if args.only != "ours":
+            n_avg = result["ours"]["averaged_checkpoints"] if "ours" in result else args.average
+            tok = read_tokenizer(ckpt.resolve(out, prefer=("latest",)))
+            saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
+            cfg.model.vocab_size, cfg.model.pad_id = saved["model"]["vocab_size"], tok.eos_id
+            pairs, _ = recipe.encode_pairs(tok, corpus.train, cfg.model.max_len - 1)
+            print(f"peer: training MarianMTModel of the same shape for {args.minutes} min ...", flush=True)
+            model, info = train_peer(cfg, tok, pairs, args.minutes, n_avg)
+            score, dec_s = peer_bleu(model, tok, sources, refs)
+            result["peer"] = {**info, "params": sum(p.numel() for p in model.parameters()), "decode_s": dec_s,
+                              **score}
+            print(f"peer: {info['step']} steps, BLEU {score['bleu']:.2f}", flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    o, p = result["ours"], result["peer"]
-    result["bleu_diff"] = o["bleu"] - p["bleu"]
+    rows = [[name, r["step"], r["bleu"], r["chrf"], r["decode_s"]] for name, r in
+            (("ours", result.get("ours")), ("peer", result.get("peer"))) if r is not None]
+    if "ours" in result and "peer" in result:
+        result["bleu_diff"] = result["ours"]["bleu"] - result["peer"]["bleu"]
     print()
-    print(table([["ours", o["step"], o["bleu"], o["chrf"], o["decode_s"]],
-                 ["peer", p["step"], p["bleu"], p["chrf"], p["decode_s"]]],
-                ["model", "steps", "BLEU", "chrF", "decode s"]))
-    print(f"sacreBLEU {o['bleu_signature']}")
+    print(table(rows, ["model", "steps", "BLEU", "chrF", "decode s"]))
+    print(f"sacreBLEU {next(r for r in (result.get('ours'), result.get('peer')) if r)['bleu_signature']}")
     emit_json(rounded(result))
 
 

@@ -45,6 +45,7 @@ class Seq2SeqConfig:
     norm: str = "pre"          # pre | post
     tie_embeddings: bool = True
     bias: bool = True
+    init: str = "normal"       # normal: N(0, 0.02) everywhere (BERT, Marian) | xavier: fairseq's (see _init_weights)
 
     def validate(self) -> None:
         if self.vocab_size <= 0:
@@ -61,6 +62,8 @@ class Seq2SeqConfig:
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.init not in ("normal", "xavier"):
+            raise ConfigError(f"model.init must be 'normal' or 'xavier', got '{self.init}'")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"model.pad_id {self.pad_id} is outside the vocabulary")
 
@@ -119,15 +122,19 @@ class Seq2Seq(nn.Module):
             self.out.weight = self.src_embed.weight
 
     def _init_weights(self) -> None:
+        """``normal``: every matrix and embedding N(0, 0.02), which keeps a post-norm model's residual branches
+        and tied logits small early on; ``xavier``: Xavier-uniform matrices, embeddings N(0, C^-1/2) (they are
+        scaled by sqrt(C) in forward). Biases start at zero, LayerNorms at the identity."""
+        xavier = self.config.init == "xavier"
         for name, p in self.named_parameters():
             if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+                nn.init.xavier_uniform_(p) if xavier else nn.init.normal_(p, std=0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
-        # Embeddings are scaled by sqrt(C) in forward, so start them at std C^-1/2.
-        nn.init.normal_(self.src_embed.weight, std=self.config.d_model ** -0.5)
-        if self.tgt_embed is not self.src_embed:
-            nn.init.normal_(self.tgt_embed.weight, std=self.config.d_model ** -0.5)
+        if xavier:
+            nn.init.normal_(self.src_embed.weight, std=self.config.d_model ** -0.5)
+            if self.tgt_embed is not self.src_embed:
+                nn.init.normal_(self.tgt_embed.weight, std=self.config.d_model ** -0.5)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

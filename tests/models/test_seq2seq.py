@@ -151,7 +151,19 @@ def test_overfits_a_few_pairs_until_greedy_reproduces_them():
 
 
 @pytest.mark.parametrize("bad", [dict(d_model=30), dict(norm="sandwich"), dict(activation="swish"),
-                                 dict(pad_id=99), dict(n_decoder_layers=0)])
+                                 dict(pad_id=99), dict(n_decoder_layers=0), dict(init="kaiming")])
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
         Seq2Seq(Seq2SeqConfig(**{"vocab_size": 40, **bad}))
+
+
+@pytest.mark.parametrize("init, matrix_std, embed_std", [("normal", 0.02, 0.02), ("xavier", (2 / 160) ** 0.5, 32 ** -0.5)])
+def test_initialisation(init, matrix_std, embed_std):
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(vocab_size=400, max_len=48, n_encoder_layers=1, n_decoder_layers=1, d_model=32,
+                                  n_head=4, d_ff=128, init=init))
+    fc = model.encoder[0].ff.fc
+    assert fc.weight.std().item() == pytest.approx(matrix_std, rel=0.1)   # 32 -> 128: fan_in + fan_out = 160
+    assert model.src_embed.weight.std().item() == pytest.approx(embed_std, rel=0.1)
+    assert model.out.weight is model.src_embed.weight
+    assert fc.bias.abs().max().item() == 0.0
