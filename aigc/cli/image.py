@@ -114,7 +114,7 @@ def train_image_cmd(
 def generate_image_cmd(
     model: Path = typer.Option(..., help="Run folder or checkpoint folder."),
     n: int = typer.Option(16, help="Images to generate."),
-    sampler: str = typer.Option("dpm++", help=SAMPLER_HELP),
+    sampler: str = typer.Option("dpm++sde", help=SAMPLER_HELP),
     steps: int = typer.Option(20, help="Network evaluations."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class index or name (conditional models)."),
     prompt: Optional[str] = typer.Option(None, help="What to draw (text-to-image models; \"\" = unconditional)."),
@@ -262,7 +262,7 @@ def img2img_cmd(
 def eval_image_cmd(
     model: Path = typer.Option(..., help="Run folder or checkpoint folder."),
     n: int = typer.Option(2000, help="Samples for FID/KID (reported beside the scores)."),
-    sampler: str = typer.Option("dpm++", help=SAMPLER_HELP),
+    sampler: str = typer.Option("dpm++sde", help=SAMPLER_HELP),
     steps: int = typer.Option(20, help="Network evaluations per sample."),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance scale (conditional models)."),
     seed: int = typer.Option(0, help="Seed of the samples."),

@@ -71,7 +71,7 @@ def eval_t2i_cmd(
                                     "fixed subset of the real reference images), and at most this many held-out "
                                     "prompts for retrieval."),
     guidance: str = typer.Option("4", help="Guidance scale(s), comma-separated, e.g. 1,2,4,7."),
-    sampler: str = typer.Option("dpm++", help="ddpm | ddim | dpm++ | dpm++sde"),
+    sampler: str = typer.Option("dpm++sde", help="ddpm | ddim | dpm++ | dpm++sde"),
     steps: int = typer.Option(25, help="Network evaluations per sample."),
     seed: int = typer.Option(0, help="Seed of the samples."),
     batch_size: int = typer.Option(50, help="Images sampled per batch."),

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..config import from_dict
 from ..data.images import from_model_range, to_model_range
-from ..diffusion import SAMPLERS, GaussianDiffusion, classifier_free, guided, img2img, inpaint
+from ..diffusion import DEFAULT_SAMPLER, SAMPLERS, GaussianDiffusion, classifier_free, guided, img2img, inpaint
 from ..diffusion.config import DiffusionConfig
 from ..errors import CheckpointError, ConfigError
 from ..models.minilm import load_minilm_tokenizer
@@ -159,7 +159,7 @@ class ImageModel:
 
     # ---- generation -------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, n: int = 16, *, sampler: str = "dpm++", steps: int = 20,
+    def generate(self, n: int = 16, *, sampler: str = DEFAULT_SAMPLER, steps: int = 20,
                  label: list[int | str] | int | str | None = None, guidance: float = 1.0,
                  seed: int | None = 0, callback: Callback | None = None, eta: float = 0.0,
                  prompt: Prompts = None, negative_prompt: Prompts = None) -> Tensor:

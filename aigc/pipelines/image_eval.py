@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..data.images import load_image_dataset, to_model_range
+from ..diffusion import DEFAULT_SAMPLER
 from ..errors import ConfigError
 from ..eval.classify import cached_classifier, classifier_accuracy
 from ..eval.fid import InceptionFeatures, fid_kid, reference_stats
@@ -49,7 +50,7 @@ def test_nll(im: ImageModel, n: int, batch_size: int = 100, seed: int = 0) -> di
     return {"nll_bits_per_dim": total / seen, "nll_images": seen, "nll_timesteps": im.process.num_timesteps}
 
 
-def evaluate_image_model(im: ImageModel, *, n: int = 2000, sampler: str = "dpm++", steps: int = 20,
+def evaluate_image_model(im: ImageModel, *, n: int = 2000, sampler: str = DEFAULT_SAMPLER, steps: int = 20,
                          guidance: float = 1.0, seed: int = 0, batch_size: int = 100, nll_images: int = 100,
                          kid_subset_size: int = 1000, ref_n: int | None = None,
                          progress: bool = False) -> dict[str, Any]:

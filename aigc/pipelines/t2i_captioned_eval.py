@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..data.captioned import CaptionedImages, load_captioned_images
+from ..diffusion import DEFAULT_SAMPLER
 from ..errors import ConfigError, DataError
 from ..eval.fid import InceptionFeatures, fid_kid, reference_stats
 from ..eval.retrieval import cached_contrastive, real_image_retrieval, retrieval_accuracy
@@ -51,7 +52,7 @@ def _split_chance(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
     return {k: v for k, v in metrics.items() if not k.startswith("chance_")}, chance
 
 
-def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,), sampler: str = "dpm++",
+def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,), sampler: str = DEFAULT_SAMPLER,
                        steps: int = 25, seed: int = 0, batch_size: int = 50, progress: bool = False,
                        features: Features | None = None, contrastive: ContrastiveModel | None = None,
                        k: Sequence[int] = (1, 5)) -> dict[str, Any]:

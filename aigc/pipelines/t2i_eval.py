@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..data.shapes import load_shapes
+from ..diffusion import DEFAULT_SAMPLER
 from ..errors import ConfigError
 from ..eval.shapes_check import score_batch
 from .image import ImageModel
@@ -38,7 +39,7 @@ def generate_for_prompts(im: ImageModel, prompts: Sequence[str], *, guidance: fl
 
 
 def evaluate_shapes_adherence(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,),
-                              sampler: str = "dpm++", steps: int = 25, seed: int = 0, batch_size: int = 50,
+                              sampler: str = DEFAULT_SAMPLER, steps: int = 25, seed: int = 0, batch_size: int = 50,
                               progress: bool = False) -> dict[str, Any]:
     """Prompt adherence on ``n`` seen and ``n`` held-out ``shapes`` prompts at each guidance scale."""
     if not im.text_conditional:

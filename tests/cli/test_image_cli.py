@@ -38,7 +38,7 @@ def test_generate_grid_and_pngs_carry_parameters(cond_run, tmp_path):
     out = _last_json(res.stdout)
     assert len(out["files"]) == 7 and sorted(p.name for p in folder.iterdir())[0] == "0000.png"
     params = read_png_parameters(folder / "0002.png")
-    assert params["sampler"] == "dpm++" and params["steps"] == 4 and params["class"] == "3"
+    assert params["sampler"] == "dpm++sde" and params["steps"] == 4 and params["class"] == "3"
     assert params["guidance"] == 2.0 and params["seed"] == 5 and params["index"] == 2
     assert read_png_parameters(grid)["grid"] is True
     with Image.open(folder / "0000.png") as im:
