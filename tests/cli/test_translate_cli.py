@@ -39,7 +39,8 @@ def _last_json(stdout):
 
 
 def test_translate_eval_and_average(mt_run, tmp_path):
-    res = run_cli("translate", "--model", str(mt_run), "the cat eats", "a dog", "--beam", "2", "--json")
+    res = run_cli("translate", "--model", str(mt_run), "the cat eats", "a dog", "--beam", "2", "--json",
+                  "--batch-size", "1", "--workers", "2")
     assert res.returncode == 0, res.stderr
     out = _last_json(res.stdout)
     assert out["src"] == "en" and out["tgt"] == "es" and len(out["translations"]) == 2
@@ -65,6 +66,7 @@ def test_translate_eval_and_average(mt_run, tmp_path):
     (["", "--beam", "2"], "line 1 is empty"),
     (["big " * 200], "more than this model reads"),
     (["hi", "--beam", "0"], "beam"),
+    (["hi", "--workers", "0"], "workers"),
 ])
 def test_bad_translate_input_exits_2_without_output(mt_run, tmp_path, args, message):
     dest = tmp_path / "out.txt"
