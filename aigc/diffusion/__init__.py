@@ -8,8 +8,8 @@ from .guidance import classifier_free, drop_captions, drop_labels, guided
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .process import (SPACINGS, GaussianDiffusion, LossType, MeanType, VarType, logsnr_timesteps, respace,
                       space_timesteps)
-from .samplers import (DEFAULT_SAMPLER, DEFAULT_SPACING, SAMPLERS, ddim_step, ddpm_step, default_spacing, get_sampler, sample_ddim,
-                       sample_ddpm, sample_dpmpp_2m, sampling_schedule)
+from .samplers import (DEFAULT_SAMPLER, DEFAULT_SPACING, SAMPLERS, ddim_step, ddpm_step, default_spacing,
+                       get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sampling_schedule)
 from .schedules import SCHEDULES, cosine_betas, linear_betas, make_betas
 from .timesteps import LossSecondMomentResampler, UniformSampler, make_timestep_sampler
 
@@ -19,8 +19,8 @@ __all__ = [
     "linear_betas", "cosine_betas", "make_betas", "SCHEDULES",
     "normal_kl", "discretized_gaussian_log_likelihood", "mean_flat",
     "UniformSampler", "LossSecondMomentResampler", "make_timestep_sampler",
-    "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddpm_step", "ddim_step", "SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_SPACING",
-    "default_spacing",
+    "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddpm_step", "ddim_step", "SAMPLERS", "DEFAULT_SAMPLER",
+    "DEFAULT_SPACING", "default_spacing",
     "get_sampler", "sampling_schedule",
     "classifier_free", "guided", "drop_labels", "drop_captions",
     "inpaint", "img2img", "repaint_schedule",

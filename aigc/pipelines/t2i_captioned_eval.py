@@ -52,10 +52,10 @@ def _split_chance(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
     return {k: v for k, v in metrics.items() if not k.startswith("chance_")}, chance
 
 
-def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,), sampler: str = DEFAULT_SAMPLER,
-                       steps: int = 25, seed: int = 0, batch_size: int = 50, progress: bool = False,
-                       features: Features | None = None, contrastive: ContrastiveModel | None = None,
-                       k: Sequence[int] = (1, 5)) -> dict[str, Any]:
+def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,),
+                       sampler: str = DEFAULT_SAMPLER, steps: int = 25, seed: int = 0, batch_size: int = 50,
+                       progress: bool = False, features: Features | None = None,
+                       contrastive: ContrastiveModel | None = None, k: Sequence[int] = (1, 5)) -> dict[str, Any]:
     """FID/KID of ``n`` images (from captions of the reference images) and retrieval accuracy of images
     from at most ``n`` held-out captions, at each guidance scale (see the module docstring).
 

@@ -157,7 +157,8 @@ def test_bad_config(bad):
         Seq2Seq(Seq2SeqConfig(**{"vocab_size": 40, **bad}))
 
 
-@pytest.mark.parametrize("init, matrix_std, embed_std", [("normal", 0.02, 0.02), ("xavier", (2 / 160) ** 0.5, 32 ** -0.5)])
+@pytest.mark.parametrize("init, matrix_std, embed_std",
+                         [("normal", 0.02, 0.02), ("xavier", (2 / 160) ** 0.5, 32 ** -0.5)])
 def test_initialisation(init, matrix_std, embed_std):
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(vocab_size=400, max_len=48, n_encoder_layers=1, n_decoder_layers=1, d_model=32,
