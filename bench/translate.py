@@ -51,9 +51,9 @@ from common import (emit_json, interleave, matmul_peak_gflops, median, rounded, 
 from aigc.data import load_parallel_corpus  # noqa: E402
 from aigc.data.batching import IGNORE, TokenBatches  # noqa: E402
 from aigc.generate.seq2seq import DecodeConfig, beam_search  # noqa: E402
-from aigc.pipelines.translate import translate_ids  # noqa: E402
 from aigc.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from aigc.objectives.seq2seq import label_smoothed_loss  # noqa: E402
+from aigc.pipelines.translate import translate_ids  # noqa: E402
 from aigc.recipes.translate import encode_pairs  # noqa: E402
 from aigc.tokenizers import train_tokenizer  # noqa: E402
 from aigc.train.optim import make_adamw, param_groups  # noqa: E402
@@ -345,6 +345,8 @@ def main() -> None:
                     help="batches ours decodes at once (translate(workers=)); the peer gets slower that way")
     ap.add_argument("--no-prenorm", dest="prenorm", action="store_false", help="skip timing our pre-norm variant")
     args = ap.parse_args()
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
     if args.quick:
         args.layers, args.d_model, args.heads, args.ffn, args.vocab = 2, 128, 4, 256, 1000
         args.sentences, args.batched_sentences = min(args.sentences, 4), min(args.batched_sentences, 32)
