@@ -254,11 +254,9 @@ def bench_decode(args, tok, test: list[list[int]]) -> dict:
         return [h.tokens for h in hyps]
 
     def run_ours_call(call):  # batched calls decode `workers` groups at once (the pipeline's workers=)
-        if len(call) == 1 or args.workers == 1 or len(call[0]) == 1:
-            return [row for g in call for row in run_ours(g)]
         rows = [r for g in call for r in g]  # sorted already: translate_ids makes the same groups
-        hyps = translate_ids(ours, rows, bos_id=eos, eos_id=eos, cfg=cfg, batch_size=len(call[0]),
-                             workers=args.workers)
+        workers = args.workers if len(call[0]) > 1 else 1
+        hyps = translate_ids(ours, rows, bos_id=eos, eos_id=eos, cfg=cfg, batch_size=len(call[0]), workers=workers)
         return [h.tokens for h in hyps]
 
     def run_peer_call(call):
