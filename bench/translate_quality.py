@@ -232,13 +232,13 @@ def main() -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    rows = [[name, r["step"], r["bleu"], r["chrf"], r["decode_s"]] for name, r in
-            (("ours", result.get("ours")), ("peer", result.get("peer"))) if r is not None]
-    if "ours" in result and "peer" in result:
+    sides = [(name, result[name]) for name in ("ours", "peer") if name in result]
+    if len(sides) == 2:
         result["bleu_diff"] = result["ours"]["bleu"] - result["peer"]["bleu"]
     print()
-    print(table(rows, ["model", "steps", "BLEU", "chrF", "decode s"]))
-    print(f"sacreBLEU {next(r for r in (result.get('ours'), result.get('peer')) if r)['bleu_signature']}")
+    print(table([[name, r["step"], r["bleu"], r["chrf"], r["decode_s"]] for name, r in sides],
+                ["model", "steps", "BLEU", "chrF", "decode s"]))
+    print(f"sacreBLEU {sides[0][1]['bleu_signature']}")
     emit_json(rounded(result))
 
 
