@@ -142,11 +142,12 @@ def _captioned_table(result: dict) -> str:
 
 def _adherence_table(result: dict) -> str:
     keys = ("overall", "colour", "shape", "size", "relation", "count")
-    lines = [f"{'split':<8} {'guidance':>8} " + " ".join(f"{k:>8}" for k in keys)]
+    lines = [f"{'split':<8} {'guidance':>8} " + " ".join(f"{k:>8}" for k in keys) + "   overall, 1 / 2 / 3 objects"]
 
     def row(split: str, scale: str, score: dict) -> str:
         cells = " ".join(f"{'-' if score[k] is None else f'{100 * score[k]:.1f}':>8}" for k in keys)
-        return f"{split:<8} {scale:>8} {cells}"
+        by_objects = " / ".join(f"{100 * v:.0f}" for v in score.get("overall_by_objects", {}).values())
+        return f"{split:<8} {scale:>8} {cells}" + (f"   {by_objects}" if by_objects else "")
 
     for split, score in result["real"].items():
         lines.append(row(split, "real", score))

@@ -270,6 +270,7 @@ class ShapesScore:
     objects: int
     sized_objects: int
     relations: int
+    overall_by_objects: dict[str, float] = field(default_factory=dict)  # "1"/"2"/"3" objects asked: overall
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -286,9 +287,13 @@ def summarise(checks: list[PromptCheck], split: str = "") -> ShapesScore:
     size = [v for c in checks for v in c.size if v is not None]
     rel = [v for c in checks for v in c.relation]
     novel = [c.shape[i] for c in checks for i in c.prompt.heldout_objects()]
+    by_objects: dict[str, list[bool]] = {}
+    for c in checks:
+        by_objects.setdefault(str(len(c.prompt.objects)), []).append(c.correct)
     return ShapesScore(split, len(checks), _mean([c.correct for c in checks]), _mean(colour), _mean(shape),
                        _mean(size), _mean(rel), _mean([c.count for c in checks]), _mean(novel),
-                       len(colour), len(size), len(rel))
+                       len(colour), len(size), len(rel),
+                       {k: _mean(v) for k, v in sorted(by_objects.items())})
 
 
 def score_batch(images, prompts: list, split: str = "") -> ShapesScore:

@@ -121,7 +121,10 @@ def test_batch_scoring_of_mixed_results():
     assert score.colour == pytest.approx(6 / 9) and score.shape == pytest.approx(5 / 9)
     assert score.relation == pytest.approx(2 / 3) and score.count == pytest.approx(2 / 3)
     assert score.heldout_pair is None and score.as_dict()["split"] == "seen"
-    assert summarise([]).overall is None
+    assert score.overall_by_objects == {"3": pytest.approx(1 / 3)}
+    mixed = score_batch(np.stack([render(SCENE), np.full((3, 32, 32), 255, np.uint8)]), [SCENE, "a red circle"])
+    assert mixed.overall_by_objects == {"1": 0.0, "3": 1.0}
+    assert summarise([]).overall is None and summarise([]).overall_by_objects == {}
 
 
 # --- inputs ---------------------------------------------------------------------------------------
