@@ -57,14 +57,15 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
     device = src.device
     max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
     steps = max(max_lens)
-    # Every sentence gets K rows (beams); row i*K + k is beam k of the i-th sentence still decoding.
-    state = model.start_decoding(src, K, steps + 1)
-    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
-    scores = torch.full((B * K,), float("-inf"), device=device)
-    scores[::K] = 0.0  # all beams start identical: expand only the first
+    # Every sentence gets G rows (beams); row i*G + k is beam k of the i-th sentence still decoding.
+    # All beams start identical, so the first step runs on one row per sentence (G = 1), then K.
+    state = model.start_decoding(src, 1, steps + 1)
+    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
+    scores = torch.zeros(B, device=device)
     active = list(range(B))  # sentence ids of the rows still decoding, in order
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     for t in range(steps):
+        G = 1 if t == 0 else K
         if use_cache:
             logits = model.step(tokens[:, -1], state)  # (n*K, V)
         else:
@@ -73,7 +74,7 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
         logp = torch.log_softmax(logits.float(), -1)
         if t < cfg.min_len:
             logp[:, eos_id] = float("-inf")
-        cand = (scores.unsqueeze(1) + logp).view(n, K * V)
+        cand = (scores.unsqueeze(1) + logp).view(n, G * V)
         top_scores, top_idx = _topk(cand, 2 * K)  # (n, 2K): enough to keep K alive
         ts, tb, tt = top_scores.tolist(), (top_idx // V).tolist(), (top_idx % V).tolist()
         length = t + 1
@@ -89,14 +90,14 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
                     if len(alive) == K:
                         break
                 elif rank < K:  # an end token counts only among the K best candidates
-                    finished[b].append(Hypothesis(tokens[i * K + beam, 1:].tolist(), s, s / penalty))
+                    finished[b].append(Hypothesis(tokens[i * G + beam, 1:].tolist(), s, s / penalty))
             if length >= max_lens[b]:  # out of room: the alive beams end here
-                finished[b] += [Hypothesis(tokens[i * K + beam, 1:].tolist() + [tok], s, s / penalty)
+                finished[b] += [Hypothesis(tokens[i * G + beam, 1:].tolist() + [tok], s, s / penalty)
                                 for beam, tok, s in alive]
             elif not _done(finished[b], alive, max_lens[b], cfg):
                 still.append(i)
                 dead = K - len(alive)  # too few candidates: pad with dead beams (score -inf)
-                index += [i * K + beam for beam, _, _ in alive] + [i * K] * dead
+                index += [i * G + beam for beam, _, _ in alive] + [i * G] * dead
                 keep_tok += [tok for _, tok, _ in alive] + [eos_id] * dead
                 keep_score += [s for _, _, s in alive] + [float("-inf")] * dead
         if not still:
@@ -105,6 +106,8 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
         tokens = torch.cat([tokens.index_select(0, rows), torch.tensor(keep_tok, device=device)[:, None]], 1)
         scores = torch.tensor(keep_score, device=device)
         state.reorder(rows, still if len(still) != n else None)
+        if G == 1:
+            state.widen(K)
         active = [active[i] for i in still]
     return [max(h, key=lambda x: x.normalized) for h in finished]
 

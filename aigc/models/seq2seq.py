@@ -292,6 +292,27 @@ class DecodeState:
         if self.ancestry is not None and self.length % self.COMPACT_EVERY == 0:
             self._drop_unused_columns()
 
+    def widen(self, group: int) -> None:
+        """Turn the single row of each source into ``group`` rows that share its path so far.
+
+        Beam search runs its first step on one row per source (all beams would be identical),
+        then widens: every new row attends to the columns written until now."""
+        if self.group != 1 or group < 1:
+            raise ValueError(f"only a state of one row per source can widen, this one has {self.group}")
+        if group == 1:
+            return
+        f, shape = self.filled, list(self.k.shape)
+        shape[3] = self.max_len * group
+        for name in ("k", "v"):
+            cache = getattr(self, name)
+            wide = cache.new_empty(shape)
+            wide[:, :, :, :f] = cache[:, :, :, :f]
+            setattr(self, name, wide)
+        self.group = group
+        self.ancestry = self.k.new_full((self.sources * group, self.max_len * group), float("-inf"))
+        self.ancestry[:, :f] = 0.0
+        self._own = _additive(torch.eye(group, dtype=torch.bool, device=self.k.device), self.k.dtype)
+
     def _drop_unused_columns(self) -> None:
         """Move the key columns some beam still attends to to the front (attention then reads fewer),
         when at most 3/4 of the columns are in use."""

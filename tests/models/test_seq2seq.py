@@ -81,6 +81,25 @@ def test_beam_search_cache_beam_one_and_batching():
         assert hyp.normalized >= greedy_hyp.normalized - 1e-4
 
 
+def test_one_row_first_step_then_widen_equals_k_rows_throughout():
+    """Beam search's first step runs on one row per source and then widens to K rows;
+    the next steps must see what K identical rows from the start would have seen."""
+    model, src, K = tiny(seed=4), _src(), 3
+    first = torch.full((4,), BOS)
+    later = [torch.randint(1, 40, (4 * K,)) for _ in range(3)]
+    with torch.no_grad():
+        wide = model.start_decoding(src, K, 5)
+        expected = [model.step(first.repeat_interleave(K), wide)[::K]] + [model.step(t, wide) for t in later]
+        narrow = model.start_decoding(src, 1, 5)
+        got = [model.step(first, narrow)]
+        narrow.widen(K)
+        got += [model.step(t, narrow) for t in later]
+    for e, g in zip(expected, got):
+        assert (e - g).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="one row per source"):
+        narrow.widen(2)
+
+
 def test_beam_respects_max_length():
     model = tiny(seed=2)
     src = _src()
