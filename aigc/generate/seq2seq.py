@@ -67,7 +67,7 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
     for t in range(steps):
         G = 1 if t == 0 else K
         if use_cache:
-            logits = model.step(tokens[:, -1], state)  # (n*K, V)
+            logits = model.step(tokens[:, -1], state)  # (n*G, V)
         else:
             logits = model.decode(tokens, *state.expanded())[:, -1]
         n = len(active)

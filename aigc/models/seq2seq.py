@@ -249,8 +249,13 @@ class DecodeState:
         self.v = k0.new_empty(shape)
         self.ancestry = None
         if group > 1:
-            self.ancestry = k0.new_full((B * group, max_len * group), float("-inf"))
-            self._own = _additive(torch.eye(group, dtype=torch.bool, device=k0.device), k0.dtype)  # (G, G)
+            self._new_ancestry()
+
+    def _new_ancestry(self) -> None:
+        """An empty (N, max_len*G) path mask (no column on any path yet) and the (G, G) own-column block."""
+        G = self.group
+        self.ancestry = self.k.new_full((self.sources * G, self.max_len * G), float("-inf"))
+        self._own = _additive(torch.eye(G, dtype=torch.bool, device=self.k.device), self.k.dtype)
 
     @property
     def sources(self) -> int:
@@ -309,9 +314,8 @@ class DecodeState:
             wide[:, :, :, :f] = cache[:, :, :, :f]
             setattr(self, name, wide)
         self.group = group
-        self.ancestry = self.k.new_full((self.sources * group, self.max_len * group), float("-inf"))
+        self._new_ancestry()
         self.ancestry[:, :f] = 0.0
-        self._own = _additive(torch.eye(group, dtype=torch.bool, device=self.k.device), self.k.dtype)
 
     def _drop_unused_columns(self) -> None:
         """Move the key columns some beam still attends to to the front (attention then reads fewer),
