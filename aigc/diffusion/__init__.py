@@ -11,14 +11,14 @@ from .process import (SPACINGS, GaussianDiffusion, LossType, MeanType, VarType, 
 from .samplers import (DEFAULT_SAMPLER, DEFAULT_SPACING, SAMPLERS, ddim_step, ddpm_step, default_spacing,
                        get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sampling_schedule)
 from .schedules import SCHEDULES, cosine_betas, linear_betas, make_betas
-from .timesteps import LossSecondMomentResampler, UniformSampler, make_timestep_sampler
+from .timesteps import LogitNormalSampler, LossSecondMomentResampler, UniformSampler, make_timestep_sampler
 
 __all__ = [
     "GaussianDiffusion", "MeanType", "VarType", "LossType", "respace", "space_timesteps",
     "logsnr_timesteps", "SPACINGS",
     "linear_betas", "cosine_betas", "make_betas", "SCHEDULES",
     "normal_kl", "discretized_gaussian_log_likelihood", "mean_flat",
-    "UniformSampler", "LossSecondMomentResampler", "make_timestep_sampler",
+    "UniformSampler", "LossSecondMomentResampler", "LogitNormalSampler", "make_timestep_sampler",
     "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddpm_step", "ddim_step", "SAMPLERS", "DEFAULT_SAMPLER",
     "DEFAULT_SPACING", "default_spacing",
     "get_sampler", "sampling_schedule",

@@ -18,7 +18,7 @@ class DiffusionConfig:
     loss: str = "hybrid"             # mse | kl | hybrid (L_simple + λ L_vlb)
     vlb_weight: float = 0.001        # λ of the hybrid loss
     snr_gamma: float = 0.0           # min-SNR-γ weighting of the mse term (Hang et al. 2023; 5 is theirs); 0: off
-    timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl)
+    timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl) | logit-normal
     class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
 
     def validate(self) -> None:

@@ -1,4 +1,4 @@
-"""Training-timestep samplers: uniform and loss-second-moment importance sampling."""
+"""Training-timestep samplers: uniform, loss-second-moment importance sampling, logit-normal."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from aigc.diffusion import LossSecondMomentResampler, UniformSampler, make_timestep_sampler
+from aigc.diffusion import LogitNormalSampler, LossSecondMomentResampler, UniformSampler, make_timestep_sampler
 from aigc.errors import ConfigError
 
 
@@ -79,3 +79,24 @@ def test_state_round_trips_through_json():
     assert isinstance(make_timestep_sampler("loss-second-moment", 4), LossSecondMomentResampler)
     with pytest.raises(ConfigError, match="unknown timestep sampler"):
         make_timestep_sampler("nope", 4)
+
+
+def test_logit_normal_sampler_matches_its_density_and_keeps_unit_weights():
+    T = 100
+    s = make_timestep_sampler("logit-normal", T)
+    assert isinstance(s, LogitNormalSampler)
+    p = s.probabilities()
+    assert p.shape == (T,) and np.all(p > 0) and abs(p.sum() - 1) < 1e-12
+    np.testing.assert_allclose(p, p[::-1], rtol=1e-9)  # logit-normal(0, 1) is symmetric about u = 1/2
+    assert p[T // 2] > 5 * p[2] and p[T // 2] > 5 * p[-3]  # the middle dominates the ends
+    # bin mass against a Monte-Carlo draw of u = sigmoid(z), z ~ N(0, 1)
+    u = torch.sigmoid(torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    empirical = np.bincount((u * T).long().clamp(max=T - 1).numpy(), minlength=T) / len(u)
+    np.testing.assert_allclose(empirical, p, atol=1.5e-3)
+    t, w = s.sample(50_000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and 0 <= t.min() and t.max() < T
+    assert torch.equal(w, torch.ones(50_000))  # it reweights the objective on purpose: no importance weights
+    np.testing.assert_allclose(np.bincount(t.numpy(), minlength=T) / len(t), p, atol=2.5e-3)
+    s.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    with pytest.raises(ConfigError):
+        UniformSampler(T).load_state_dict(s.state_dict())
