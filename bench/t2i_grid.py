@@ -48,7 +48,7 @@ def labelled_grid(rows: list[torch.Tensor], prompts: list[str], zoom: int) -> to
     for i, (strip, prompt) in enumerate(zip(strips, prompts)):
         canvas.paste(to_pil(strip).resize((w, h), Image.NEAREST), (label_width, i * h))
         draw.text((6, i * h + h // 2), prompt, fill="black", font=font, anchor="lm")
-    return torch.from_numpy(np.asarray(canvas)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(canvas)).permute(2, 0, 1).contiguous()
 
 
 def main(argv: list[str] | None = None) -> None:
