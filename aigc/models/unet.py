@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.embeddings import grid_sinusoids
 from ..nn.timestep import timestep_embedding
 
 GN_EPS = 1e-5
@@ -56,6 +57,9 @@ class UNetConfig:
     patch_size: int = 1                       # > 1: p x p pixel patches folded into channels first (pixel
                                               # unshuffle, as "simple diffusion", Hoogeboom et al. 2023): the
                                               # levels start at image_size / p; unfolded again at the output
+    position_embedding: bool = False          # add a learned absolute position embedding after conv_in (as
+                                              # ViT/DiT do), so every pixel knows where it is: spatial
+                                              # relations ("left of", "above") need it
 
     def __post_init__(self) -> None:          # JSON gives lists
         self.channel_mult = tuple(self.channel_mult)
@@ -329,6 +333,8 @@ class UNet(nn.Module):
         sizes = cfg.resolutions()
         p2 = cfg.patch_size ** 2
         self.conv_in = nn.Conv2d(cfg.in_channels * p2, mc, 3, padding=1)
+        # initialised to 2-D sinusoids (half the channels encode the row, half the column), then learned
+        self.pos_embed = nn.Parameter(grid_sinusoids(sizes[0], mc)) if cfg.position_embedding else None
         self.down = nn.ModuleList()            # Block | Downsample; each output is a skip
         skip_ch, ch = [mc], mc
         for level, mult in enumerate(cfg.channel_mult):
@@ -396,6 +402,8 @@ class UNet(nn.Module):
         emb = F.silu(self.embed(t, y, x.shape[0], pooled))  # (B, E); every block's embedding layer starts with SiLU
         p = cfg.patch_size
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)  # (B, mc, H/p, W/p)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed
         skips = [h]
         for blk in self.down:
             h = blk(h, emb, None, context, context_mask) if isinstance(blk, Block) else blk(h)

@@ -1,4 +1,4 @@
-"""Position embeddings: rotary (RoPE, Su et al. 2021) and sinusoidal (Vaswani et al. 2017)."""
+"""Position embeddings: rotary (RoPE, Su et al. 2021), sinusoidal (Vaswani et al. 2017) and 2-D sinusoidal maps."""
 from __future__ import annotations
 
 import math
@@ -43,3 +43,17 @@ def sinusoidal_table(max_len: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * div)
     table[:, 1::2] = torch.cos(pos * div[: dim // 2])
     return table.float()
+
+
+def grid_sinusoids(size: int, channels: int) -> Tensor:
+    """A (1, channels, size, size) 2-D position map: the first half of the channels is the
+    sinusoidal table of the row index, the second half that of the column (as in MAE's 2-D
+    sin-cos embedding, He et al. 2022); an odd last channel stays zero."""
+    half = channels // 2
+    if half < 1:
+        raise ValueError(f"a 2-D position embedding needs at least 2 channels, got {channels}")
+    table = sinusoidal_table(size, half).t()                               # (half, size)
+    out = torch.zeros(1, channels, size, size)
+    out[0, :half] = table[:, :, None].expand(half, size, size)             # varies along rows
+    out[0, half:2 * half] = table[:, None, :].expand(half, size, size)     # varies along columns
+    return out

@@ -95,6 +95,29 @@ def test_patch_size_folds_pixels_into_channels():
     assert torch.equal(out[0, :, 0, 0], torch.arange(0.0, 24.0, 4)) and out[0, 1, 1, 1] == 7
 
 
+def test_position_embedding_gives_pixels_their_coordinates():
+    from aigc.nn.embeddings import grid_sinusoids
+    grid = grid_sinusoids(4, 6)                          # 3 row channels, 3 column channels
+    assert grid.shape == (1, 6, 4, 4)
+    assert torch.equal(grid[0, 0, :, 0], grid[0, 0, :, 3]) and not torch.equal(grid[0, 0, 0], grid[0, 0, 1])
+    assert torch.equal(grid[0, 3, 0, :], grid[0, 3, 2, :]) and not torch.equal(grid[0, 3, :, 0], grid[0, 3, :, 1])
+    torch.manual_seed(0)
+    plain = UNet(tiny(image_size=16, patch_size=2))
+    torch.manual_seed(0)
+    model = UNet(tiny(image_size=16, patch_size=2, position_embedding=True))
+    assert model.pos_embed.shape == (1, 16, 8, 8) and model.pos_embed.requires_grad and plain.pos_embed is None
+    assert model.num_params() == plain.num_params() + 16 * 8 * 8
+    randomize(model), randomize(plain)
+    x, t = torch.randn(1, 1, 16, 16), torch.tensor([500])
+    out_pos = model(x, t)
+    with torch.no_grad():
+        model.pos_embed.zero_()
+    assert not torch.allclose(model(x, t), out_pos, atol=1e-4)   # the embedding reaches the output
+    out_pos = model(x, t)
+    out_pos.sum().backward()
+    assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
+
+
 def test_class_conditioning_and_null_class():
     torch.manual_seed(0)
     model = UNet(tiny(num_classes=10)).eval()
