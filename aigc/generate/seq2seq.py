@@ -59,7 +59,7 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
     steps = max(max_lens)
     # Every sentence gets G rows (beams); row i*G + k is beam k of the i-th sentence still decoding.
     # All beams start identical, so the first step runs on one row per sentence (G = 1), then K.
-    state = model.start_decoding(src, 1, steps + 1)
+    state = model.start_decoding(src, 1, steps + 1, widen_to=K)
     tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(B, device=device)
     active = list(range(B))  # sentence ids of the rows still decoding, in order

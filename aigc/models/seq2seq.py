@@ -12,6 +12,8 @@ embedding, target embedding and output projection can share one matrix.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -186,11 +188,13 @@ class Seq2Seq(nn.Module):
 
     # ---- step-by-step inference (beam search, greedy) ---------------------------------
     @torch.no_grad()
-    def start_decoding(self, src: Tensor, group: int, max_len: int) -> "DecodeState":
-        """Encode src (B, S) for decoding ``group`` rows per source (beams), at most ``max_len`` positions."""
+    def start_decoding(self, src: Tensor, group: int, max_len: int, widen_to: int | None = None) -> "DecodeState":
+        """Encode src (B, S) for decoding ``group`` rows per source (beams), at most ``max_len`` positions;
+        ``widen_to`` reserves room for ``DecodeState.widen`` to that many rows without a copy."""
         memory, mask = self.encode(src)
         kv = [(k.contiguous(), v.contiguous()) for k, v in self.memory_kv(memory)]
-        return DecodeState(self.config, kv, mask, group, max_len)
+        return DecodeState(self.config, kv, mask, group, max_len, max(group, widen_to or group),
+                           CacheWorkspace.of(self))
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: "DecodeState") -> Tensor:
@@ -221,6 +225,41 @@ class Seq2Seq(nn.Module):
         return rows_linear(x, self.out.weight, None).contiguous()  # (N, V); log_softmax runs on rows
 
 
+class CacheWorkspace(threading.local):
+    """Memory for the self-attention key/value caches, kept per thread and reused from one
+    decoding call to the next.
+
+    A fresh cache of a batch of beams is hundreds of MB that decoding touches page by page: on
+    this machine the page faults (and the kernel zeroing each page) took about 8 % of a batched
+    beam search. A new ``DecodeState`` takes the buffer when the one that had it is gone, else
+    it gets memory of its own; one per thread, since pipeline workers decode in threads.
+    """
+
+    _per_model: "weakref.WeakKeyDictionary[nn.Module, CacheWorkspace]" = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.buffer: Tensor | None = None
+        self.owner: weakref.ref | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "CacheWorkspace":
+        """The workspace of ``model`` (kept outside it, so the model still pickles and deep-copies)."""
+        with cls._lock:
+            return cls._per_model.setdefault(model, cls())
+
+    def take(self, owner: object, like: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        n = math.prod(shape)
+        if self.owner is not None and self.owner() is not None:  # still in use: no sharing
+            return like.new_empty(shape), like.new_empty(shape)
+        buf = self.buffer
+        if buf is None or buf.numel() < 2 * n or buf.dtype != like.dtype or buf.device != like.device:
+            self.buffer = None  # free the old buffer before allocating the new one
+            self.buffer = buf = like.new_empty(2 * n)
+        self.owner = weakref.ref(owner)
+        return buf[:n].view(shape), buf[n:2 * n].view(shape)
+
+
 class DecodeState:
     """What decoding steps need, for N = B * G rows: G beams (rows b*G .. b*G+G-1) of each of B sources.
 
@@ -236,7 +275,8 @@ class DecodeState:
     COMPACT_EVERY = 8  # steps between checks for unused key columns
 
     def __init__(self, cfg: Seq2SeqConfig, memory_kv: list[tuple[Tensor, Tensor]], src_mask: Tensor,
-                 group: int, max_len: int) -> None:
+                 group: int, max_len: int, max_group: int | None = None,
+                 workspace: "CacheWorkspace | None" = None) -> None:
         B, H = src_mask.size(0), cfg.n_head
         k0 = memory_kv[0][0]
         self.memory_kv, self.group = memory_kv, group
@@ -244,9 +284,11 @@ class DecodeState:
         self.filled = 0  # key columns in use (the same count for every source)
         # additive masks run the fused attention kernel faster than boolean ones
         self.src_mask = None if bool(src_mask.all()) else _additive(src_mask, k0.dtype)  # (B, 1, 1, S)
-        shape = (cfg.n_decoder_layers, B, H, max_len * group, cfg.d_model // H)
-        self.k = k0.new_empty(shape)
-        self.v = k0.new_empty(shape)
+        shape = (cfg.n_decoder_layers, B, H, max_len * max(group, max_group or group), cfg.d_model // H)
+        if workspace is None:
+            self.k, self.v = k0.new_empty(shape), k0.new_empty(shape)
+        else:
+            self.k, self.v = workspace.take(self, k0, shape)
         self.ancestry = None
         if group > 1:
             self._new_ancestry()
@@ -254,7 +296,7 @@ class DecodeState:
     def _new_ancestry(self) -> None:
         """An empty (N, max_len*G) path mask (no column on any path yet) and the (G, G) own-column block."""
         G = self.group
-        self.ancestry = self.k.new_full((self.sources * G, self.max_len * G), float("-inf"))
+        self.ancestry = self.k.new_full((self.sources * G, self.k.size(3)), float("-inf"))
         self._own = _additive(torch.eye(G, dtype=torch.bool, device=self.k.device), self.k.dtype)
 
     @property
@@ -293,7 +335,11 @@ class DecodeState:
                 rows = torch.tensor(sources, device=self.k.device)
                 self.memory_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.memory_kv]
                 self.src_mask = self.src_mask.index_select(0, rows) if self.src_mask is not None else None
-                self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+                for cache in (self.k, self.v):  # in place, front to back: sources[i] >= i
+                    for i, b in enumerate(sources):
+                        if b != i:
+                            cache[:, i].copy_(cache[:, b])
+                self.k, self.v = self.k[:, :len(sources)], self.v[:, :len(sources)]
         if self.ancestry is not None and self.length % self.COMPACT_EVERY == 0:
             self._drop_unused_columns()
 
@@ -306,13 +352,15 @@ class DecodeState:
             raise ValueError(f"only a state of one row per source can widen, this one has {self.group}")
         if group == 1:
             return
-        f, shape = self.filled, list(self.k.shape)
-        shape[3] = self.max_len * group
-        for name in ("k", "v"):
-            cache = getattr(self, name)
-            wide = cache.new_empty(shape)
-            wide[:, :, :, :f] = cache[:, :, :, :f]
-            setattr(self, name, wide)
+        f = self.filled
+        if self.k.size(3) < self.max_len * group:  # no room reserved (``max_group``): copy to a wider cache
+            shape = list(self.k.shape)
+            shape[3] = self.max_len * group
+            for name in ("k", "v"):
+                cache = getattr(self, name)
+                wide = cache.new_empty(shape)
+                wide[:, :, :, :f] = cache[:, :, :, :f]
+                setattr(self, name, wide)
         self.group = group
         self._new_ancestry()
         self.ancestry[:, :f] = 0.0

@@ -100,6 +100,46 @@ def test_one_row_first_step_then_widen_equals_k_rows_throughout():
         narrow.widen(2)
 
 
+def test_reserved_widening_and_dropping_sources_match_fresh_states():
+    """widen() into reserved columns (no copy) and dropping a non-contiguous set of sources
+    (compacted in place) give the logits of states built for those rows from the start."""
+    model, src, K = tiny(seed=5), _src(), 2
+    first, later = torch.full((4,), BOS), [torch.randint(1, 40, (4 * K,)) for _ in range(2)]
+    keep = [1, 3]
+    rows = torch.tensor([r * K + k for r in keep for k in range(K)])
+    with torch.no_grad():
+        state = model.start_decoding(src, 1, 5, widen_to=K)
+        columns = state.k.size(3)
+        model.step(first, state)
+        state.widen(K)
+        assert state.k.size(3) == columns                      # reserved: no new cache
+        model.step(later[0], state)
+        state.reorder(rows, keep)
+        got = model.step(later[1][rows], state)
+        alone = model.start_decoding(src[keep], K, 5)
+        model.step(first[keep].repeat_interleave(K), alone)
+        model.step(later[0][rows], alone)
+        expected = model.step(later[1][rows], alone)
+    assert (got - expected).abs().max() < 1e-5
+
+
+def test_cache_memory_is_reused_by_the_next_call_but_never_shared():
+    model, src = tiny(seed=6), _src()
+    cfg = DecodeConfig(beam=3, min_len=6, max_len_a=0.0, max_len_b=8)
+    first = beam_search(model, src, bos_id=BOS, eos_id=EOS, cfg=cfg)
+    with torch.no_grad():
+        a = model.start_decoding(src, 1, 9, widen_to=3)
+        b = model.start_decoding(src, 1, 9, widen_to=3)   # a still holds the workspace
+        assert a.k.untyped_storage().data_ptr() != b.k.untyped_storage().data_ptr()
+        ptr = a.k.untyped_storage().data_ptr()
+        del a, b
+        c = model.start_decoding(src, 1, 9, widen_to=3)
+        assert c.k.untyped_storage().data_ptr() == ptr   # the buffer the last calls used
+        del c
+    again = beam_search(model, src, bos_id=BOS, eos_id=EOS, cfg=cfg)  # reused memory, same result
+    assert [(h.tokens, h.score) for h in again] == [(h.tokens, h.score) for h in first]
+
+
 def test_beam_respects_max_length():
     model = tiny(seed=2)
     src = _src()
