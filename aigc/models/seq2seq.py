@@ -266,10 +266,11 @@ class DecodeState:
     Cross-attention keys/values stay one copy per source, (B, H, S, D) per layer.
     Self-attention keys/values are never moved when beam search reorders its
     hypotheses: each step writes its G rows' keys at G new key columns of their
-    source in (L, B, H, max_len*G, D), and ``ancestry`` (N, max_len*G), an
-    additive mask (0 or -inf), marks for each row the columns on its own path.
-    Each row attends to its source's columns under that mask, so a reorder only
-    gathers mask rows. Columns no beam uses any more are dropped now and then.
+    source in (L, B, H, max_len*G, D) (G: the widest group the state is made
+    for), and ``ancestry`` (N, max_len*G), an additive mask (0 or -inf), marks
+    for each row the columns on its own path. Each row attends to its source's
+    columns under that mask, so a reorder only gathers mask rows. Columns no
+    beam uses any more are dropped now and then; finished sources leave in place.
     """
 
     COMPACT_EVERY = 8  # steps between checks for unused key columns
@@ -294,7 +295,7 @@ class DecodeState:
             self._new_ancestry()
 
     def _new_ancestry(self) -> None:
-        """An empty (N, max_len*G) path mask (no column on any path yet) and the (G, G) own-column block."""
+        """An empty (N, columns) path mask (no column on any path yet) and the (G, G) own-column block."""
         G = self.group
         self.ancestry = self.k.new_full((self.sources * G, self.k.size(3)), float("-inf"))
         self._own = _additive(torch.eye(G, dtype=torch.bool, device=self.k.device), self.k.dtype)
