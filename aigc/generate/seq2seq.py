@@ -74,7 +74,7 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
         logp = torch.log_softmax(logits.float(), -1)
         if t < cfg.min_len:
             logp[:, eos_id] = float("-inf")
-        cand = (scores.unsqueeze(1) + logp).view(n, G * V)
+        cand = logp.add_(scores.unsqueeze(1)).view(n, G * V)  # in place: no second (n*G, V) tensor
         top_scores, top_idx = _topk(cand, 2 * K)  # (n, 2K): enough to keep K alive
         ts, tb, tt = top_scores.tolist(), (top_idx // V).tolist(), (top_idx % V).tolist()
         length = t + 1
