@@ -27,7 +27,7 @@ from ..nn.blocks import EncoderLayer as _EncoderLayer
 from ..nn.blocks import FeedForward as _FeedForward
 from ..nn.blocks import Residual
 from ..nn.embeddings import sinusoidal_table
-from ..nn.skinny import rows_linear, skinny_linear
+from ..nn.skinny import output_logits, skinny_linear
 
 
 @dataclass
@@ -222,7 +222,7 @@ class Seq2Seq(nn.Module):
         state.end_step()
         if pre:
             x = _norm(x, self.dec_norm)
-        return rows_linear(x, self.out.weight, None).contiguous()  # (N, V); log_softmax runs on rows
+        return output_logits(x, self.out.weight)  # (N, V) contiguous: log_softmax runs on rows
 
 
 class CacheWorkspace(threading.local):

@@ -21,6 +21,23 @@ def rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
 
 
+OUTPUT_BLOCK = 1024  # output features per block in output_logits: a block of W @ x^T (128 rows: 512 KB) stays in cache
+
+
+def output_logits(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.linear(x, weight)`` for a vocabulary-sized output layer, contiguous (B, V): W @ x^T a block
+    of ``OUTPUT_BLOCK`` output rows at a time, each transposed into place while it is still in cache
+    (rather than one transposed copy of the whole result; 6.02 -> 5.90 s for a batched beam-4 search
+    of 32 sentences, 8000 x 512, one core)."""
+    if x.size(0) == 1:
+        return F.linear(x, weight)
+    out = x.new_empty(x.size(0), weight.size(0))
+    xt = x.t()
+    for i in range(0, weight.size(0), OUTPUT_BLOCK):
+        out[:, i:i + OUTPUT_BLOCK].copy_(torch.mm(weight[i:i + OUTPUT_BLOCK], xt).t())
+    return out
+
+
 SKINNY_ROWS = 5  # up to this many rows W @ x^T beats x @ W^T for a decoder layer's projections here
 
 
