@@ -225,39 +225,53 @@ class Seq2Seq(nn.Module):
         return output_logits(x, self.out.weight)  # (N, V) contiguous: log_softmax runs on rows
 
 
-class CacheWorkspace(threading.local):
-    """Memory for the self-attention key/value caches, kept per thread and reused from one
-    decoding call to the next.
+class CacheWorkspace:
+    """Memory for the self-attention key/value caches of one model, reused from one decoding call
+    to the next.
 
     A fresh cache of a batch of beams is hundreds of MB that decoding touches page by page: on
     this machine the page faults (and the kernel zeroing each page) took about 8 % of a batched
-    beam search. A new ``DecodeState`` takes the buffer when the one that had it is gone, else
-    it gets memory of its own; one per thread, since pipeline workers decode in threads.
+    beam search. Each ``DecodeState`` takes a free buffer that is large enough (or a new one) and
+    gives it back when it is garbage; states alive at once (pipeline workers decode in threads)
+    never share one. Free buffers a larger request outgrew are released, and at most
+    ``MAX_FREE`` are kept.
     """
 
+    MAX_FREE = 4
     _per_model: "weakref.WeakKeyDictionary[nn.Module, CacheWorkspace]" = weakref.WeakKeyDictionary()
-    _lock = threading.Lock()
+    _models_lock = threading.Lock()
 
     def __init__(self) -> None:
-        self.buffer: Tensor | None = None
-        self.owner: weakref.ref | None = None
+        self.free: list[Tensor] = []
+        self.lock = threading.RLock()  # a state can die (and give back) while this thread holds it
 
     @classmethod
     def of(cls, model: nn.Module) -> "CacheWorkspace":
         """The workspace of ``model`` (kept outside it, so the model still pickles and deep-copies)."""
-        with cls._lock:
+        with cls._models_lock:
             return cls._per_model.setdefault(model, cls())
 
     def take(self, owner: object, like: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """Key and value caches of ``shape`` for ``owner``, in one buffer that returns when owner is gone."""
         n = math.prod(shape)
-        if self.owner is not None and self.owner() is not None:  # still in use: no sharing
-            return like.new_empty(shape), like.new_empty(shape)
-        buf = self.buffer
-        if buf is None or buf.numel() < 2 * n or buf.dtype != like.dtype or buf.device != like.device:
-            self.buffer = None  # free the old buffer before allocating the new one
-            self.buffer = buf = like.new_empty(2 * n)
-        self.owner = weakref.ref(owner)
+        with self.lock:
+            fits = [i for i, b in enumerate(self.free)
+                    if b.numel() >= 2 * n and b.dtype == like.dtype and b.device == like.device]
+            if fits:
+                buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel()))
+            else:  # the free buffers are too small for what decoding now asks: let them go
+                self.free = [b for b in self.free if b.dtype != like.dtype or b.device != like.device]
+                buf = None
+        if buf is None:
+            buf = like.new_empty(2 * n)
+        weakref.finalize(owner, self._give_back, buf)
         return buf[:n].view(shape), buf[n:2 * n].view(shape)
+
+    def _give_back(self, buf: Tensor) -> None:
+        with self.lock:
+            self.free.append(buf)
+            if len(self.free) > self.MAX_FREE:
+                del self.free[min(range(len(self.free)), key=lambda i: self.free[i].numel())]
 
 
 class DecodeState:

@@ -124,18 +124,34 @@ def test_reserved_widening_and_dropping_sources_match_fresh_states():
 
 
 def test_cache_memory_is_reused_by_the_next_call_but_never_shared():
+    import threading
+
+    from aigc.models.seq2seq import CacheWorkspace
+
     model, src = tiny(seed=6), _src()
     cfg = DecodeConfig(beam=3, min_len=6, max_len_a=0.0, max_len_b=8)
     first = beam_search(model, src, bos_id=BOS, eos_id=EOS, cfg=cfg)
+
+    def ptr(state):
+        return state.k.untyped_storage().data_ptr()
+
     with torch.no_grad():
         a = model.start_decoding(src, 1, 9, widen_to=3)
-        b = model.start_decoding(src, 1, 9, widen_to=3)   # a still holds the workspace
-        assert a.k.untyped_storage().data_ptr() != b.k.untyped_storage().data_ptr()
-        ptr = a.k.untyped_storage().data_ptr()
-        del a, b
+        b = model.start_decoding(src, 1, 9, widen_to=3)   # a is alive: b gets memory of its own
+        assert ptr(a) != ptr(b)
+        held = {ptr(a), ptr(b)}
+        del a, b                                            # both buffers go back to the model's pool
+        assert len(CacheWorkspace.of(model).free) == 2
         c = model.start_decoding(src, 1, 9, widen_to=3)
-        assert c.k.untyped_storage().data_ptr() == ptr   # the buffer the last calls used
+        assert ptr(c) in held
+        seen = []                                           # another thread takes the other free one
+        worker = threading.Thread(target=lambda: seen.append(ptr(model.start_decoding(src, 1, 9, widen_to=3))))
+        worker.start(), worker.join()
+        assert seen[0] in held and seen[0] != ptr(c)
         del c
+        big = model.start_decoding(src, 1, 40, widen_to=3)  # larger than both: they are released
+        assert ptr(big) not in held and len(CacheWorkspace.of(model).free) == 0
+        del big
     again = beam_search(model, src, bos_id=BOS, eos_id=EOS, cfg=cfg)  # reused memory, same result
     assert [(h.tokens, h.score) for h in again] == [(h.tokens, h.score) for h in first]
 
