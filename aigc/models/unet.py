@@ -58,8 +58,8 @@ class UNetConfig:
                                               # unshuffle, as "simple diffusion", Hoogeboom et al. 2023): the
                                               # levels start at image_size / p; unfolded again at the output
     position_embedding: bool = False          # add a learned absolute position embedding after conv_in (as
-                                              # ViT/DiT do), so every pixel knows where it is: spatial
-                                              # relations ("left of", "above") need it
+                                              # ViT/DiT do), so every pixel knows where it is (on shapes it
+                                              # did not improve "left of" / "above": see the README)
 
     def __post_init__(self) -> None:          # JSON gives lists
         self.channel_mult = tuple(self.channel_mult)
