@@ -193,8 +193,7 @@ class Seq2Seq(nn.Module):
         ``widen_to`` reserves room for ``DecodeState.widen`` to that many rows without a copy."""
         memory, mask = self.encode(src)
         kv = [(k.contiguous(), v.contiguous()) for k, v in self.memory_kv(memory)]
-        return DecodeState(self.config, kv, mask, group, max_len, max(group, widen_to or group),
-                           CacheWorkspace.of(self))
+        return DecodeState(self.config, kv, mask, group, max_len, widen_to, CacheWorkspace.of(self))
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: "DecodeState") -> Tensor:
@@ -257,13 +256,9 @@ class CacheWorkspace:
         with self.lock:
             fits = [i for i, b in enumerate(self.free)
                     if b.numel() >= 2 * n and b.dtype == like.dtype and b.device == like.device]
-            if fits:
-                buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel()))
-            else:  # the free buffers are too small for what decoding now asks: let them go
+            if not fits:  # the free buffers are too small for what decoding now asks: let them go
                 self.free = [b for b in self.free if b.dtype != like.dtype or b.device != like.device]
-                buf = None
-        if buf is None:
-            buf = like.new_empty(2 * n)
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel())) if fits else like.new_empty(2 * n)
         weakref.finalize(owner, self._give_back, buf)
         return buf[:n].view(shape), buf[n:2 * n].view(shape)
 
