@@ -240,14 +240,32 @@ def pad_batch(rows: list[list[int]], pad: int) -> torch.Tensor:
     return src
 
 
-def bench_decode(args, tok, test: list[list[int]]) -> dict:
-    eos, V = tok.eos_id, args.vocab
+def decode_setup(args, vocab: int, eos: int):
+    """The decoding workload's two models (ours post-norm, with the peer's random weights) and our config."""
     torch.manual_seed(0)
-    peer = peer_model(args, V, eos).eval()
-    ours = ours_model(args, V, eos, "post").eval()
+    peer = peer_model(args, vocab, eos).eval()
+    ours = ours_model(args, vocab, eos, "post").eval()
     copy_peer_weights(ours, peer)
     cfg = DecodeConfig(beam=BEAM, length_penalty=ALPHA, max_len_a=LEN_A, max_len_b=LEN_B, early_stopping=True,
                        min_len=MAX_LEN)  # the end token never wins: every beam runs to the maximum length
+    return ours, peer, cfg
+
+
+def peer_beam(peer, rows: list[list[int]], eos: int) -> list[list[int]]:
+    """The peer's beam search on one batch, to its longest sentence's maximum length (end token masked)."""
+    n = max(max_len_of(len(r)) for r in rows)
+    src = pad_batch(rows, eos)
+    with torch.inference_mode():
+        seq = peer.generate(input_ids=src, attention_mask=(src != eos).long(), num_beams=BEAM,
+                            length_penalty=ALPHA, early_stopping=True, max_new_tokens=n, min_new_tokens=n,
+                            do_sample=False, use_cache=True, pad_token_id=eos, eos_token_id=eos,
+                            decoder_start_token_id=eos)
+    return seq[:, 1:].tolist()
+
+
+def bench_decode(args, tok, test: list[list[int]]) -> dict:
+    eos = tok.eos_id
+    ours, peer, cfg = decode_setup(args, args.vocab, eos)
 
     def run_ours(rows):
         hyps = beam_search(ours, pad_batch(rows, eos), bos_id=eos, eos_id=eos, cfg=cfg)
@@ -260,17 +278,7 @@ def bench_decode(args, tok, test: list[list[int]]) -> dict:
         return [h.tokens for h in hyps]
 
     def run_peer_call(call):
-        return [row for g in call for row in run_peer(g)]
-
-    def run_peer(rows):
-        n = max(max_len_of(len(r)) for r in rows)
-        src = pad_batch(rows, eos)
-        with torch.inference_mode():
-            seq = peer.generate(input_ids=src, attention_mask=(src != eos).long(), num_beams=BEAM,
-                                length_penalty=ALPHA, early_stopping=True, max_new_tokens=n, min_new_tokens=n,
-                                do_sample=False, use_cache=True, pad_token_id=eos, eos_token_id=eos,
-                                decoder_start_token_id=eos)
-        return seq[:, 1:].tolist()
+        return [row for g in call for row in peer_beam(peer, g, eos)]
 
     result = {}
     modes = [("batched", args.batched_sentences, args.batch_size), ("single", args.sentences, 1)]
@@ -287,7 +295,7 @@ def bench_decode(args, tok, test: list[list[int]]) -> dict:
         # a timed call covers a few groups so that the quiet-wait does not dominate
         per_call = args.workers if bs > 1 else (2 if args.quick else 5)
         calls = [groups[i:i + per_call] for i in range(0, len(groups), per_call)]
-        run_ours(groups[0]), run_peer(groups[0])  # warm-up
+        run_ours(groups[0]), peer_beam(peer, groups[0], eos)  # warm-up
         times = {"ours": [], "peer": []}
         outs = {"ours": [], "peer": []}
         for c, call in enumerate(calls):

@@ -36,10 +36,9 @@ import torch  # noqa: E402
 from torch.profiler import profile  # noqa: E402
 
 from common import emit_json, matmul_peak_gflops, rounded, setup, table  # noqa: E402
-from translate import (ALPHA, BEAM, LEN_A, LEN_B, MAX_LEN, copy_peer_weights, load_data, max_len_of,  # noqa: E402
-                       ours_model, pad_batch, peer_model)
+from translate import BEAM, decode_setup, load_data, pad_batch, peer_beam  # noqa: E402
 
-from aigc.generate.seq2seq import DecodeConfig, beam_search  # noqa: E402
+from aigc.generate.seq2seq import beam_search  # noqa: E402
 
 GEMM_OPS = {"aten::addmm", "aten::mm"}
 ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax"}
@@ -65,22 +64,13 @@ def main() -> None:
     mid = len(chosen) // 2
     rows = chosen[mid - args.batch_size // 2:][:args.batch_size]
     src = pad_batch(rows, eos)
-    torch.manual_seed(0)
-    peer = peer_model(arch, arch.vocab, eos).eval()
-    ours = ours_model(arch, arch.vocab, eos, "post").eval()
-    copy_peer_weights(ours, peer)
-    cfg = DecodeConfig(beam=BEAM, length_penalty=ALPHA, max_len_a=LEN_A, max_len_b=LEN_B, early_stopping=True,
-                       min_len=MAX_LEN)
+    ours, peer, cfg = decode_setup(arch, arch.vocab, eos)
 
     def run_ours():
         beam_search(ours, src, bos_id=eos, eos_id=eos, cfg=cfg)
 
     def run_peer():
-        n = max(max_len_of(len(r)) for r in rows)
-        with torch.inference_mode():
-            peer.generate(input_ids=src, attention_mask=(src != eos).long(), num_beams=BEAM, length_penalty=ALPHA,
-                          early_stopping=True, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                          pad_token_id=eos, eos_token_id=eos, decoder_start_token_id=eos)
+        peer_beam(peer, rows, eos)
 
     def timed(fn) -> float:
         t = time.perf_counter()
