@@ -32,7 +32,7 @@ def train_t2i_cmd(
     from ..recipes import t2i as recipe
 
     overrides = parse_overrides(ctx.args, {"model", "train", "diffusion", "text", "tokenizer", "val_images",
-                                           "train_images", "max_text_len", "caption_dropout", "hflip"})
+                                           "train_images", "max_text_len", "caption_dropout", "hflip", "shapes"})
     for key, value in (("train.max_steps", max_steps), ("train.max_minutes", max_minutes), ("train.seed", seed),
                        ("image_size", image_size)):
         if value is not None:

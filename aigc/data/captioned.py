@@ -33,11 +33,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from .shapes import SceneMix
 from .images import DEFAULT_FOLDER_SIZE, FOLDER_TEST_FRACTION, ImageDataset, hash_unit, heldout_mask, open_image
 
 CAPTION_FILES = ("captions.jsonl", "captions.tsv")
@@ -211,13 +215,14 @@ def load_captioned_folder(folder: str | Path, split: str = "train",
 
 
 def load_shapes_captioned(split: str = "train", image_size: int = 32, n: int | None = None,
-                          seed: int = 0) -> CaptionedImages:
+                          seed: int = 0, mix: SceneMix | None = None) -> CaptionedImages:
     """The ``shapes`` scenes of a split (``train``; ``test`` = ``test_seen``; ``test_heldout``) as
-    CaptionedImages; ``meta`` holds each scene (``Scene.to_dict``) for the prompt-adherence checker."""
-    from .shapes import load_shapes
+    CaptionedImages; ``meta`` holds each scene (``Scene.to_dict``) for the prompt-adherence checker.
+    ``mix`` (object counts and relation rates) shapes the train split; None: the default."""
+    from .shapes import DEFAULT_MIX, load_shapes
 
     name = {"test": "test_seen"}.get(split, split)
-    arrays = load_shapes(name, n=n, seed=seed, image_size=image_size)
+    arrays = load_shapes(name, n=n, seed=seed, image_size=image_size, mix=mix or DEFAULT_MIX)
     return CaptionedImages(torch.from_numpy(arrays.images), [[c] for c in arrays.captions],
                            [f"{name}:{i}" for i in range(len(arrays.captions))], "shapes",
                            [s.to_dict() for s in arrays.scenes])

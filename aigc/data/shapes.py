@@ -67,8 +67,32 @@ RELATION_DOMINANCE = 0.5             # ... and <= this times it along the other 
 CROSS_ARM = 1 / 3                    # a cross's arm width, as a fraction of its extent
 RING_INNER = 0.5                     # a ring's hole diameter, as a fraction of its extent
 P_OBJECTS = (0.25, 0.40, 0.35)       # P(1, 2, 3 objects)
-P_RELATION = {2: 0.7, 3: 0.5}        # P(a relation is stated | objects)
+P_RELATION = (0.7, 0.5)              # P(a relation is stated | 2, 3 objects)
 P_SIZE_WORD = 0.75                   # P(an object's size word is stated)
+
+
+@dataclass(frozen=True)
+class SceneMix:
+    """How often scenes hold 1 / 2 / 3 objects and how often a relation is stated with 2 / 3 of them.
+    The test splits always use the default mix, so a training set may lean towards relations (a larger
+    share of every batch that a relation word decides) and still be scored on the same prompts."""
+
+    objects: tuple[float, float, float] = P_OBJECTS
+    relation: tuple[float, float] = P_RELATION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objects", tuple(float(p) for p in self.objects))
+        object.__setattr__(self, "relation", tuple(float(p) for p in self.relation))
+        if len(self.objects) != 3 or any(not 0 <= p <= 1 for p in self.objects) \
+                or abs(sum(self.objects) - 1) > 1e-6:
+            raise ConfigError(f"the object-count mix needs 3 probabilities (1, 2, 3 objects) summing to 1, "
+                              f"got {list(self.objects)}")
+        if len(self.relation) != 2 or any(not 0 <= p <= 1 for p in self.relation):
+            raise ConfigError(f"the relation mix needs 2 probabilities in [0, 1] (2 and 3 objects), "
+                              f"got {list(self.relation)}")
+
+
+DEFAULT_MIX = SceneMix()
 
 
 # ---- specs (what a caption asks for) and scenes (what is drawn) ----------------------------------
@@ -326,16 +350,19 @@ def _place_pair(rng: np.random.Generator, e0: float, e1: float, relation: str) -
     return (a0, c0, a1, c1) if relation in ("left of", "right of") else (c0, a0, c1, a1)
 
 
-def make_scene(index: int, split: str = "train", seed: int = 0) -> Scene:
-    """The scene ``index`` of ``split``: a pure function of (seed, split, index)."""
+def make_scene(index: int, split: str = "train", seed: int = 0, mix: SceneMix = DEFAULT_MIX) -> Scene:
+    """The scene ``index`` of ``split``: a pure function of (seed, split, index, mix); test splits
+    ignore ``mix``."""
     _check_split(split)
+    if split != "train":
+        mix = DEFAULT_MIX
     if index < 0:
         raise ConfigError(f"scene index must be >= 0, got {index}")
     rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(split.encode()), index])
     u = rng.random()
-    n = 1 if u < P_OBJECTS[0] else 2 if u < P_OBJECTS[0] + P_OBJECTS[1] else 3
+    n = 1 if u < mix.objects[0] else 2 if u < mix.objects[0] + mix.objects[1] else 3
     pairs = _pairs(rng, n, split)
-    relation = _pick(rng.random(), RELATIONS) if n > 1 and rng.random() < P_RELATION[n] else None
+    relation = _pick(rng.random(), RELATIONS) if n > 1 and rng.random() < mix.relation[n - 2] else None
     sizes = [_pick(rng.random(), SIZES) for _ in range(n)]
     if n == 3 and all(s == "large" for s in sizes):  # three large ones hardly fit: one becomes small
         sizes[_pick(rng.random(), range(3))] = "small"
@@ -372,7 +399,7 @@ class ShapesDataset:
     """``shapes`` scenes indexed lazily: ``data[i]`` is (image uint8 (3, H, W), caption, scene)."""
 
     def __init__(self, split: str = "train", length: int | None = None, seed: int = 0,
-                 image_size: int = 32, supersample: int = 4) -> None:
+                 image_size: int = 32, supersample: int = 4, mix: SceneMix = DEFAULT_MIX) -> None:
         _check_split(split)
         length = DEFAULT_LENGTH[split] if length is None else length
         if not isinstance(length, int) or length <= 0:
@@ -380,7 +407,7 @@ class ShapesDataset:
         if not isinstance(image_size, int) or image_size < 8:
             raise ConfigError(f"image_size must be an integer >= 8, got {image_size!r}")
         self.split, self.length, self.seed = split, length, seed
-        self.image_size, self.supersample = image_size, supersample
+        self.image_size, self.supersample, self.mix = image_size, supersample, mix
 
     def __len__(self) -> int:
         return self.length
@@ -388,7 +415,7 @@ class ShapesDataset:
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.length:
             raise IndexError(f"scene {index} is outside 0..{self.length - 1}")
-        return make_scene(index, self.split, self.seed)
+        return make_scene(index, self.split, self.seed, self.mix)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, Scene]:
         scene = self.scene(index)
@@ -409,13 +436,13 @@ class ShapesArrays:
 
 
 def load_shapes(split: str = "train", n: int | None = None, seed: int = 0, image_size: int = 32,
-                start: int = 0) -> ShapesArrays:
+                start: int = 0, mix: SceneMix = DEFAULT_MIX) -> ShapesArrays:
     """Scenes ``start .. start+n-1`` of a split as arrays (for training or evaluation)."""
     _check_split(split)
     n = DEFAULT_LENGTH[split] if n is None else n
     if not isinstance(n, int) or n <= 0 or not isinstance(start, int) or start < 0:
         raise ConfigError(f"need n > 0 scenes from start >= 0, got n={n!r}, start={start!r}")
-    data = ShapesDataset(split, n + start, seed, image_size)
+    data = ShapesDataset(split, n + start, seed, image_size, mix=mix)
     scenes = [data.scene(i) for i in range(start, len(data))]
     images = np.stack([render(s, image_size) for s in scenes])                     # (N, 3, H, W)
     return ShapesArrays(images, [s.caption for s in scenes], scenes)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from .process import GaussianDiffusion, VarType
 from .schedules import make_betas
+from .timesteps import UniformSampler, make_timestep_sampler
 
 
 @dataclass
@@ -19,6 +20,8 @@ class DiffusionConfig:
     vlb_weight: float = 0.001        # λ of the hybrid loss
     snr_gamma: float = 0.0           # min-SNR-γ weighting of the mse term (Hang et al. 2023; 5 is theirs); 0: off
     timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl) | logit-normal
+    logit_normal_mean: float = 0.0   # where the logit-normal sampler centres logit(t/T): > 0 leans to noise
+    logit_normal_std: float = 1.0    # and its spread
     class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
 
     def validate(self) -> None:
@@ -31,7 +34,13 @@ class DiffusionConfig:
                               f"'{self.fixed_variance}'")
         if self.loss == "hybrid" and not self.learn_sigma:
             raise ConfigError("the hybrid loss trains a learned Σ: use diffusion.loss=mse without --learn-sigma")
+        self.timestep_sampler_for(self.timesteps)  # an unknown sampler or a bad logit-normal fails here
         self.process()  # unknown schedule, mean type or loss fail here
+
+    def timestep_sampler_for(self, num_timesteps: int) -> UniformSampler:
+        """The training-timestep sampler these settings name, over ``num_timesteps`` steps."""
+        return make_timestep_sampler(self.timestep_sampler, num_timesteps, self.logit_normal_mean,
+                                     self.logit_normal_std)
 
     def process(self) -> GaussianDiffusion:
         var = VarType.LEARNED_RANGE if self.learn_sigma else VarType(self.fixed_variance)

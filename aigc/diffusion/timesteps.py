@@ -6,6 +6,8 @@ for w = 1/(T p_t).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -107,19 +109,23 @@ class LossSecondMomentResampler(UniformSampler):
 
 
 class LogitNormalSampler(UniformSampler):
-    """t/T ~ logit-normal(0, 1), all weights 1: most training steps go to the middle noise levels
-    (SNR near 1 on the cosine schedule), few to the nearly clean and nearly pure-noise ends.
+    """t/T ~ logit-normal(mean, std), all weights 1: with (0, 1) most training steps go to the middle
+    noise levels (SNR near 1 on the cosine schedule), few to the nearly clean and nearly pure-noise ends;
+    a positive ``mean`` moves them towards noise, where a picture's layout is decided.
 
-    Unlike the importance samplers this changes the objective on purpose — the mid-noise terms weigh
-    more — as Esser et al. 2024 (Stable Diffusion 3, §3.1 and table 1) found best among timestep
+    Unlike the importance samplers this changes the objective on purpose — the chosen noise levels
+    weigh more — as Esser et al. 2024 (Stable Diffusion 3, §3.1 and table 1) found best among timestep
     densities. p_t is the logit-normal mass of the bin [t/T, (t+1)/T)."""
 
     kind = "logit-normal"
 
-    def __init__(self, num_timesteps: int) -> None:
+    def __init__(self, num_timesteps: int, mean: float = 0.0, std: float = 1.0) -> None:
         super().__init__(num_timesteps)
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ConfigError(f"the logit-normal sampler needs a finite mean and a std > 0, got {mean}, {std}")
+        self.mean, self.std = float(mean), float(std)
         edges = torch.linspace(0.0, 1.0, self.num_timesteps + 1, dtype=torch.float64)
-        cdf = torch.special.ndtr(torch.logit(edges))  # Φ(logit u): ±inf at the ends give 0 and 1
+        cdf = torch.special.ndtr((torch.logit(edges) - self.mean) / self.std)  # ±inf at the ends: 0 and 1
         self._p = (cdf[1:] - cdf[:-1]).clamp_min(0.0)
         self._p /= self._p.sum()
 
@@ -136,7 +142,11 @@ TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecond
                      "logit-normal": LogitNormalSampler}
 
 
-def make_timestep_sampler(name: str, num_timesteps: int) -> UniformSampler:
+def make_timestep_sampler(name: str, num_timesteps: int, logit_mean: float = 0.0,
+                          logit_std: float = 1.0) -> UniformSampler:
+    """The sampler ``name``; ``logit_mean`` / ``logit_std`` place the logit-normal one."""
     if name not in TIMESTEP_SAMPLERS:
         raise ConfigError(f"unknown timestep sampler '{name}'; choose one of: {', '.join(TIMESTEP_SAMPLERS)}")
+    if name == "logit-normal":
+        return LogitNormalSampler(num_timesteps, logit_mean, logit_std)
     return TIMESTEP_SAMPLERS[name](num_timesteps)

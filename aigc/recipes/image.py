@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
-from ..diffusion import GaussianDiffusion, make_timestep_sampler
+from ..diffusion import GaussianDiffusion
 from ..diffusion.config import DiffusionConfig
 from ..errors import ConfigError
 from ..models.unet import UNet, UNetConfig
@@ -124,8 +124,7 @@ def train_image(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at
     model = UNet(cfg.model)
     source = ImageBatches(train_data, cfg.train.batch_size, cfg.train.seed, hflip=cfg.hflip,
                           use_labels=cfg.class_cond)
-    objective = DiffusionObjective(process, make_timestep_sampler(cfg.diffusion.timestep_sampler,
-                                                                  process.num_timesteps),
+    objective = DiffusionObjective(process, cfg.diffusion.timestep_sampler_for(process.num_timesteps),
                                    cfg.diffusion.class_dropout if cfg.class_cond else 0.0,
                                    cfg.model.num_classes if cfg.class_cond else None)
     meta = {k: v for k, v in asdict(cfg).items() if k != "train"}

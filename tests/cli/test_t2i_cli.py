@@ -96,7 +96,23 @@ def test_train_t2i_bad_input_exits_2(tmp_path):
     assert res.returncode == 2 and "text_encoder" in res.stderr
     res = run_cli("train", "t2i", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY)
     assert res.returncode == 2 and "captions" in res.stderr
+    res = run_cli("train", "t2i", "--out", str(tmp_path / "r"), *TINY, "--shapes.objects=[0.5,0.6,0.3]")
+    assert res.returncode == 2 and "object-count mix" in res.stderr
+    res = run_cli("train", "t2i", "--out", str(tmp_path / "r"), *TINY, "--diffusion.timestep_sampler=logit-normal",
+                  "--diffusion.logit_normal_std=0")
+    assert res.returncode == 2 and "std > 0" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_train_t2i_with_a_relation_heavy_mix_and_noise_leaning_timesteps(tmp_path):
+    out = tmp_path / "mix"
+    res = run_cli("train", "t2i", "--data", "shapes", "--out", str(out), "--max-steps", "2", *TINY,
+                  "--shapes.objects=[0,1,0]", "--shapes.relation=[1,0]", "--diffusion.timestep_sampler=logit-normal",
+                  "--diffusion.logit_normal_mean=0.5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    cfg = ckpt.read_config(ckpt.resolve(out))
+    assert cfg["shapes"] == {"objects": [0.0, 1.0, 0.0], "relation": [1.0, 0.0]}
+    assert cfg["diffusion"]["timestep_sampler"] == "logit-normal" and cfg["diffusion"]["logit_normal_mean"] == 0.5
 
 
 # ---- captioned data (emoji, a folder): FID/KID and retrieval, in-process with cheap stand-ins ----------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from aigc.data.shapes import (COLOURS, HELDOUT_PAIRS, PALETTE, RELATIONS, SHAPES, ObjectSpec, Relation, Scene,
-                              SceneObject, SceneSpec, ShapesDataset, load_shapes, make_scene, parse_caption, render)
+                              SceneMix, SceneObject, SceneSpec, ShapesDataset, load_shapes, make_scene, parse_caption,
+                              render)
 from aigc.data.shapes import _separated, _unambiguous
 from aigc.errors import ConfigError, DataError
 
@@ -32,6 +33,30 @@ def test_scenes_and_images_are_a_pure_function_of_seed_split_index():
     for k in range(5):
         img, cap, scene = lazy[10 + k]
         assert np.array_equal(arr.images[k], img) and arr.captions[k] == cap and arr.scenes[k] == scene
+
+
+def test_a_scene_mix_shapes_the_train_split_only():
+    # the default mix is the stream every earlier run trained on (first scenes pinned)
+    assert [make_scene(i).caption for i in range(3)] == [
+        "a small orange circle", "a small purple circle, a large red ring and a small orange ring",
+        "a large purple diamond left of a small green circle, and a large yellow diamond"]
+    assert _scenes("train", 30) == [make_scene(i, "train", 0, SceneMix()) for i in range(30)]
+    pairs_only = SceneMix(objects=(0, 1, 0), relation=(1, 0))
+    scenes = [make_scene(i, "train", 0, pairs_only) for i in range(200)]
+    assert all(len(s.objects) == 2 and len(s.relations) == 1 for s in scenes)
+    assert {s.relations[0].relation for s in scenes} == set(RELATIONS)
+    dense = SceneMix(objects=(0.1, 0.6, 0.3), relation=(1.0, 0.8))
+    counts = collections.Counter(bool(make_scene(i, "train", 0, dense).relations) for i in range(2000))
+    assert 0.80 < counts[True] / 2000 < 0.88  # 0.6 + 0.3 * 0.8 = 0.84 state a relation (default: 0.455)
+    for split in ("test_seen", "test_heldout"):  # the test prompts never move
+        assert _scenes(split, 30) == [make_scene(i, split, 0, pairs_only) for i in range(30)]
+    arr = load_shapes("train", 20, mix=pairs_only)
+    assert all(len(s.objects) == 2 for s in arr.scenes)
+    assert all(len(s.objects) == 2 for s in (ShapesDataset("train", 10, mix=pairs_only)[i][2] for i in range(10)))
+    for objects, relation in (((0.5, 0.6, 0.3), (0.7, 0.5)), ((0.5, 0.5), (0.7, 0.5)),
+                              ((0.25, 0.4, 0.35), (1.5, 0.5)), ((0.25, 0.4, 0.35), (0.7,))):
+        with pytest.raises(ConfigError, match="mix"):
+            SceneMix(objects, relation)
 
 
 def test_dataset_bad_arguments():

@@ -100,3 +100,25 @@ def test_logit_normal_sampler_matches_its_density_and_keeps_unit_weights():
     s.load_state_dict(json.loads(json.dumps(s.state_dict())))
     with pytest.raises(ConfigError):
         UniformSampler(T).load_state_dict(s.state_dict())
+
+
+def test_logit_normal_mean_moves_the_mass_towards_noise_and_bad_settings_fail():
+    T = 1000
+    centred, shifted = make_timestep_sampler("logit-normal", T), make_timestep_sampler("logit-normal", T, 0.5)
+    assert isinstance(shifted, LogitNormalSampler) and shifted.mean == 0.5
+    p0, p1 = centred.probabilities(), shifted.probabilities()
+    assert abs(p1.sum() - 1) < 1e-12
+    # P(t/T > 0.8) = P(z > logit(0.8) - m): 8.3 % centred, 18.8 % at m = 0.5
+    assert abs(p0[800:].sum() - 0.0828) < 2e-3 and abs(p1[800:].sum() - 0.1877) < 2e-3
+    wide = make_timestep_sampler("logit-normal", T, 0.0, 2.0).probabilities()
+    assert wide[:50].sum() > 2 * p0[:50].sum()  # a wider spread reaches the ends more often
+    for mean, std in ((0.0, 0.0), (0.0, -1.0), (float("nan"), 1.0)):
+        with pytest.raises(ConfigError, match="logit-normal"):
+            LogitNormalSampler(T, mean, std)
+    from aigc.diffusion.config import DiffusionConfig
+    with pytest.raises(ConfigError, match="logit-normal"):
+        DiffusionConfig(timestep_sampler="logit-normal", logit_normal_std=0.0).validate()
+    with pytest.raises(ConfigError, match="unknown timestep sampler"):
+        DiffusionConfig(timestep_sampler="nope").validate()
+    cfg = DiffusionConfig(timestep_sampler="logit-normal", logit_normal_mean=0.5)
+    np.testing.assert_allclose(cfg.timestep_sampler_for(T).probabilities(), p1)
