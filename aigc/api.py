@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .pipelines.experts import ExpertImageModel, is_experts_folder, load_experts
 from .pipelines.image import ImageModel, load_image_model, load_t2i_model
 from .pipelines.text import GenerationConfig, TextModel, generation_config, load_text_model
 from .pipelines.translate import Translator, load_translator
@@ -22,8 +23,11 @@ Model = TextModel | Translator | ImageModel
 def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Model:
     """Load a trained model from a run folder (its best checkpoint) or a checkpoint folder.
 
-    ``ema`` prefers the EMA weights when the run kept them.
+    ``ema`` prefers the EMA weights when the run kept them. A folder with ``experts.json`` joins
+    image runs trained on different noise levels (:mod:`aigc.pipelines.experts`).
     """
+    if is_experts_folder(path):
+        return load_experts(path, load, ema=ema, device=device)
     folder = ckpt.resolve(path)
     config = ckpt.read_config(folder)
     kind = config.get("kind")
@@ -48,4 +52,5 @@ def load_kind(path: str | Path, kind: type, **kwargs) -> Model:
     return model
 
 
-__all__ = ["load", "load_kind", "TextModel", "Translator", "ImageModel", "GenerationConfig", "generation_config"]
+__all__ = ["load", "load_kind", "TextModel", "Translator", "ImageModel", "ExpertImageModel", "GenerationConfig",
+           "generation_config"]

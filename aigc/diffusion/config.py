@@ -1,7 +1,7 @@
 """The diffusion settings a run is trained with, saved in its checkpoint, and the process they make."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .process import GaussianDiffusion, VarType
@@ -22,6 +22,7 @@ class DiffusionConfig:
     timestep_sampler: str = "uniform"  # uniform | loss-second-moment (importance sampling, for kl) | logit-normal
     logit_normal_mean: float = 0.0   # where the logit-normal sampler centres logit(t/T): > 0 leans to noise
     logit_normal_std: float = 1.0    # and its spread
+    logit_normal_mix: list[list[float]] = field(default_factory=list)  # more [weight, mean, std] components
     class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
 
     def validate(self) -> None:
@@ -40,7 +41,7 @@ class DiffusionConfig:
     def timestep_sampler_for(self, num_timesteps: int) -> UniformSampler:
         """The training-timestep sampler these settings name, over ``num_timesteps`` steps."""
         return make_timestep_sampler(self.timestep_sampler, num_timesteps, self.logit_normal_mean,
-                                     self.logit_normal_std)
+                                     self.logit_normal_std, self.logit_normal_mix)
 
     def process(self) -> GaussianDiffusion:
         var = VarType.LEARNED_RANGE if self.learn_sigma else VarType(self.fixed_variance)

@@ -7,6 +7,7 @@ for w = 1/(T p_t).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -111,7 +112,8 @@ class LossSecondMomentResampler(UniformSampler):
 class LogitNormalSampler(UniformSampler):
     """t/T ~ logit-normal(mean, std), all weights 1: with (0, 1) most training steps go to the middle
     noise levels (SNR near 1 on the cosine schedule), few to the nearly clean and nearly pure-noise ends;
-    a positive ``mean`` moves them towards noise, where a picture's layout is decided.
+    a positive ``mean`` moves them towards noise, where a picture's layout is decided. ``mix`` adds
+    components (weight, mean, std); the first one keeps 1 − Σ weight.
 
     Unlike the importance samplers this changes the objective on purpose — the chosen noise levels
     weigh more — as Esser et al. 2024 (Stable Diffusion 3, §3.1 and table 1) found best among timestep
@@ -119,13 +121,20 @@ class LogitNormalSampler(UniformSampler):
 
     kind = "logit-normal"
 
-    def __init__(self, num_timesteps: int, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, num_timesteps: int, mean: float = 0.0, std: float = 1.0,
+                 mix: Sequence[Sequence[float]] = ()) -> None:
         super().__init__(num_timesteps)
-        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise ConfigError(f"the logit-normal sampler needs a finite mean and a std > 0, got {mean}, {std}")
+        extra = [tuple(float(v) for v in c) for c in mix]
+        if any(len(c) != 3 or not 0 < c[0] < 1 for c in extra) or sum(c[0] for c in extra) >= 1:
+            raise ConfigError(f"logit-normal mix components are [weight, mean, std] with weights in (0, 1) "
+                              f"summing below 1, got {[list(c) for c in extra]}")
+        self.components = [(1.0 - sum(c[0] for c in extra), float(mean), float(std))] + extra
+        if not all(math.isfinite(m) and math.isfinite(s) and s > 0 for _, m, s in self.components):
+            raise ConfigError(f"the logit-normal sampler needs finite means and each std > 0, got "
+                              f"{[(m, s) for _, m, s in self.components]}")
         self.mean, self.std = float(mean), float(std)
-        edges = torch.linspace(0.0, 1.0, self.num_timesteps + 1, dtype=torch.float64)
-        cdf = torch.special.ndtr((torch.logit(edges) - self.mean) / self.std)  # ±inf at the ends: 0 and 1
+        logit = torch.logit(torch.linspace(0.0, 1.0, self.num_timesteps + 1, dtype=torch.float64))
+        cdf = sum(w * torch.special.ndtr((logit - m) / s) for w, m, s in self.components)  # ±inf ends: 0, 1
         self._p = (cdf[1:] - cdf[:-1]).clamp_min(0.0)
         self._p /= self._p.sum()
 
@@ -142,11 +151,11 @@ TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecond
                      "logit-normal": LogitNormalSampler}
 
 
-def make_timestep_sampler(name: str, num_timesteps: int, logit_mean: float = 0.0,
-                          logit_std: float = 1.0) -> UniformSampler:
-    """The sampler ``name``; ``logit_mean`` / ``logit_std`` place the logit-normal one."""
+def make_timestep_sampler(name: str, num_timesteps: int, logit_mean: float = 0.0, logit_std: float = 1.0,
+                          logit_mix: Sequence[Sequence[float]] = ()) -> UniformSampler:
+    """The sampler ``name``; ``logit_mean`` / ``logit_std`` (and ``logit_mix``) shape the logit-normal one."""
     if name not in TIMESTEP_SAMPLERS:
         raise ConfigError(f"unknown timestep sampler '{name}'; choose one of: {', '.join(TIMESTEP_SAMPLERS)}")
     if name == "logit-normal":
-        return LogitNormalSampler(num_timesteps, logit_mean, logit_std)
+        return LogitNormalSampler(num_timesteps, logit_mean, logit_std, logit_mix)
     return TIMESTEP_SAMPLERS[name](num_timesteps)

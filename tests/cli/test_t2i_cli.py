@@ -53,6 +53,23 @@ def test_generate_from_a_prompt_with_a_negative_prompt(own_run, tmp_path):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+def test_a_folder_of_noise_level_experts_generates_and_evaluates_like_a_run(own_run, tmp_path):
+    experts = tmp_path / "experts"
+    experts.mkdir()
+    (experts / "experts.json").write_text(json.dumps({"experts": [
+        {"model": str(own_run), "from_t": 0}, {"model": str(own_run), "from_t": 700}]}))
+    args = ["generate", "image", "--n", "2", "--steps", "4", "--prompt", "a red circle", "--guidance", "2",
+            "--no-progress"]
+    for model, name in ((own_run, "single.png"), (experts, "joined.png")):
+        assert run_cli(*args, "--model", str(model), "--out", str(tmp_path / name)).returncode == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "single.png")), np.asarray(Image.open(tmp_path / "joined.png")))
+    res = run_cli("eval", "t2i", "--model", str(experts), "--n", "2", "--steps", "2", "--guidance", "2", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (experts / "experts.json").write_text('{"experts": [{"model": "nowhere", "from_t": 0}]}')
+    res = run_cli(*args, "--model", str(experts), "--out", str(tmp_path / "bad.png"))
+    assert res.returncode == 2 and "does not exist" in res.stderr and not (tmp_path / "bad.png").exists()
+
+
 def test_long_prompt_is_truncated_with_a_warning_and_bad_requests_exit_2(own_run, tmp_path):
     out = tmp_path / "x.png"
     base = ["generate", "image", "--model", str(own_run), "--n", "1", "--steps", "2", "--no-progress", "--out", str(out)]

@@ -122,3 +122,21 @@ def test_logit_normal_mean_moves_the_mass_towards_noise_and_bad_settings_fail():
         DiffusionConfig(timestep_sampler="nope").validate()
     cfg = DiffusionConfig(timestep_sampler="logit-normal", logit_normal_mean=0.5)
     np.testing.assert_allclose(cfg.timestep_sampler_for(T).probabilities(), p1)
+
+
+def test_logit_normal_mixture_adds_a_noise_side_component():
+    T = 1000
+    mixed = make_timestep_sampler("logit-normal", T, 0.0, 1.0, [[0.4, 2.5, 0.5]])
+    p, centred = mixed.probabilities(), make_timestep_sampler("logit-normal", T).probabilities()
+    layout = make_timestep_sampler("logit-normal", T, 2.5, 0.5).probabilities()
+    np.testing.assert_allclose(p, 0.6 * centred + 0.4 * layout, atol=1e-12)
+    assert abs(p[850:].sum() - 0.40) < 0.01 and abs(p.sum() - 1) < 1e-12
+    assert mixed.components == [(0.6, 0.0, 1.0), (0.4, 2.5, 0.5)]
+    for mix in ([[0.4, 2.5]], [[1.0, 2.5, 0.5]], [[0.6, 1, 1], [0.5, 2, 1]], [[0.4, 2.5, 0.0]]):
+        with pytest.raises(ConfigError, match="logit-normal"):
+            make_timestep_sampler("logit-normal", T, logit_mix=mix)
+    from aigc.config import apply_overrides
+    from aigc.diffusion.config import DiffusionConfig
+    cfg = apply_overrides(DiffusionConfig(), {"timestep_sampler": "logit-normal",
+                                              "logit_normal_mix": "[[0.4, 2.5, 0.5]]"})
+    np.testing.assert_allclose(cfg.timestep_sampler_for(T).probabilities(), p)
