@@ -39,10 +39,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from .images import DEFAULT_FOLDER_SIZE, FOLDER_TEST_FRACTION, ImageDataset, hash_unit, heldout_mask, open_image
 
 if TYPE_CHECKING:
     from .shapes import SceneMix
-from .images import DEFAULT_FOLDER_SIZE, FOLDER_TEST_FRACTION, ImageDataset, hash_unit, heldout_mask, open_image
 
 CAPTION_FILES = ("captions.jsonl", "captions.tsv")
 SPLITS = ("train", "test", "all")

@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
@@ -48,7 +47,8 @@ class ExpertImageModel(ImageModel):
         base = experts[0][1]
         for start, im in experts:
             if isinstance(im, ExpertImageModel) or not isinstance(im, ImageModel):
-                raise ConfigError(f"expert '{im.path}' must be one trained image model, not a folder of experts")
+                raise ConfigError(f"expert '{getattr(im, 'path', im)}' must be one trained image model, "
+                                  "not a folder of experts")
             if start >= im.process.num_timesteps:
                 raise ConfigError(f"expert '{im.path}' starts at t={start}, past its schedule's "
                                   f"{im.process.num_timesteps} steps")
