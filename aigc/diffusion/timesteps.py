@@ -132,11 +132,18 @@ class LogitNormalSampler(UniformSampler):
         if not all(math.isfinite(m) and math.isfinite(s) and s > 0 for _, m, s in self.components):
             raise ConfigError(f"the logit-normal sampler needs finite means and each std > 0, got "
                               f"{[(m, s) for _, m, s in self.components]}")
-        self.mean, self.std = float(mean), float(std)
         logit = torch.logit(torch.linspace(0.0, 1.0, self.num_timesteps + 1, dtype=torch.float64))
         cdf = sum(w * torch.special.ndtr((logit - m) / s) for w, m, s in self.components)  # ±inf ends: 0, 1
         self._p = (cdf[1:] - cdf[:-1]).clamp_min(0.0)
         self._p /= self._p.sum()
+
+    @property
+    def mean(self) -> float:
+        return self.components[0][1]
+
+    @property
+    def std(self) -> float:
+        return self.components[0][2]
 
     def probabilities(self) -> np.ndarray:
         return self._p.numpy().copy()

@@ -18,6 +18,7 @@ expert's (the first starts at 0; t counts the training schedule's steps, 0 .. T-
 """
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -58,20 +59,23 @@ class ExpertImageModel(ImageModel):
         self.class_names = base.class_names
         self.experts: list[tuple[int, ImageModel]] = list(experts)
 
+    def _index(self, t: int) -> int:
+        return bisect.bisect_right([start for start, _ in self.experts], t) - 1
+
     def expert_for(self, t: int) -> ImageModel:
         """The expert that denoises timestep ``t``."""
-        return [im for start, im in self.experts if start <= t][-1]
+        return self.experts[self._index(t)][1]
 
     def model_fn(self, n: int, labels: Any, guidance: float, prompt: Any = None,
                  negative_prompt: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
-        fns = [(start, im.model_fn(n, labels, guidance, prompt, negative_prompt)) for start, im in self.experts]
+        fns = [im.model_fn(n, labels, guidance, prompt, negative_prompt) for _, im in self.experts]
 
         def routed(x: Tensor, t: Tensor) -> Tensor:
             lo, hi = int(t.min()), int(t.max())
-            for (start, fn), nxt in zip(fns, [s for s, _ in fns[1:]] + [None]):
-                if start <= lo and (nxt is None or hi < nxt):
-                    return fn(x, t)
-            raise ValueError(f"one batch spans timesteps {lo}..{hi} of two experts; give one t per call")
+            k = self._index(lo)
+            if self._index(hi) != k:
+                raise ValueError(f"one batch spans timesteps {lo}..{hi} of two experts; give one t per call")
+            return fns[k](x, t)
 
         return routed
 

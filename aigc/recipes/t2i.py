@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..data.captioned import CaptionedImages, load_captioned_images, load_shapes_captioned, pick_caption
 from ..data.images import ImageBatches
-from ..data.shapes import P_OBJECTS, P_RELATION, SceneMix
+from ..data.shapes import SceneMix
 from ..diffusion import GaussianDiffusion
 from ..diffusion.config import DiffusionConfig
 from ..errors import ConfigError, DataError
@@ -49,16 +49,6 @@ class TokenizerSettings:
 
 
 @dataclass
-class ShapesSettings:
-    """The ``shapes`` training scenes' mix (test scenes keep the default, see :class:`SceneMix`)."""
-    objects: list[float] = field(default_factory=lambda: list(P_OBJECTS))  # P(1, 2, 3 objects)
-    relation: list[float] = field(default_factory=lambda: list(P_RELATION))  # P(relation stated | 2, 3)
-
-    def mix(self) -> SceneMix:
-        return SceneMix(tuple(self.objects), tuple(self.relation))
-
-
-@dataclass
 class T2IRunConfig:
     data: str = "shapes"
     image_size: int = 32
@@ -68,7 +58,7 @@ class T2IRunConfig:
     caption_dropout: float = 0.1     # captions replaced by the empty prompt (classifier-free guidance)
     val_images: int = 256
     hflip: bool = False              # flips change "left of" into "right of": off by default
-    shapes: ShapesSettings = field(default_factory=ShapesSettings)
+    shapes: SceneMix = field(default_factory=SceneMix)  # the training scenes' mix (tests keep the default)
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -84,7 +74,6 @@ class T2IRunConfig:
             raise ConfigError(f"max_text_len must be at least 2, got {self.max_text_len}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ConfigError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        self.shapes.mix()  # bad probabilities fail here
         self.diffusion.validate()
         self.train.validate()
 
@@ -105,7 +94,7 @@ def load_split(cfg: T2IRunConfig, split: str) -> CaptionedImages:
     """The run's captioned images of ``split`` (train / test)."""
     if cfg.data == "shapes":
         n = cfg.train_images if split == "train" else max(cfg.val_images, 1)
-        return load_shapes_captioned(split, cfg.image_size, n=n, mix=cfg.shapes.mix())
+        return load_shapes_captioned(split, cfg.image_size, n=n, mix=cfg.shapes)
     data = load_captioned_images(cfg.data, split, cfg.image_size)
     if len(data) == 0:
         raise DataError(f"the {split} split of '{cfg.data}' is empty")
