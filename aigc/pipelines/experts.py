@@ -14,7 +14,11 @@ A folder of experts holds ``experts.json`` and loads like a run (``aigc.load``, 
     {"experts": [{"model": "../detail", "from_t": 0}, {"model": "../layout", "from_t": 850}]}
 
 ``model`` paths are relative to the folder; an expert serves t from its ``from_t`` up to the next
-expert's (the first starts at 0; t counts the training schedule's steps, 0 .. T-1).
+expert's (the first starts at 0; t counts the training schedule's steps, 0 .. T-1). An entry may fix
+its own classifier-free guidance scale (``"guidance": 2``); the others take the scale asked for at
+sampling. Strong guidance sharpens shapes but, on the noisiest steps, also crowds objects together, so
+a layout expert can be steered more gently than the detail expert (guidance limited to an interval of
+noise levels, Kynkäänniemi et al. 2024).
 """
 from __future__ import annotations
 
@@ -38,8 +42,18 @@ class ExpertImageModel(ImageModel):
     route every network call by its t. ``model``, ``encode_prompts`` and ``config`` are the first
     (lowest-noise) expert's."""
 
-    def __init__(self, experts: Sequence[tuple[int, ImageModel]], path: Path) -> None:
-        experts = sorted(experts, key=lambda e: e[0])
+    def __init__(self, experts: Sequence[tuple[int, ImageModel]], path: Path,
+                 guidance: Sequence[float | None] | None = None) -> None:
+        """``experts``: (from_t, model) pairs; ``guidance``: per pair, a fixed guidance scale or None
+        (take the scale asked for at sampling)."""
+        guidance = [None] * len(experts) if guidance is None else list(guidance)
+        if len(guidance) != len(experts):
+            raise ConfigError(f"{len(experts)} experts but {len(guidance)} guidance entries")
+        for g in guidance:
+            if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
+                raise ConfigError(f"an expert's guidance must be a positive number (1 = no guidance), got {g!r}")
+        order = sorted(range(len(experts)), key=lambda i: experts[i][0])
+        experts, guidance = [experts[i] for i in order], [guidance[i] for i in order]
         if not experts or experts[0][0] != 0:
             raise ConfigError("the experts must cover every timestep: the first needs from_t 0")
         starts = [s for s, _ in experts]
@@ -54,10 +68,13 @@ class ExpertImageModel(ImageModel):
                 raise ConfigError(f"expert '{im.path}' starts at t={start}, past its schedule's "
                                   f"{im.process.num_timesteps} steps")
             _check_compatible(base, im)
-        super().__init__(base.model, base.process, {**base.config, "experts": [
-            {"model": str(im.path), "from_t": s} for s, im in experts]}, Path(path), tokenize=base.tokenize)
+        listed = [{"model": str(im.path), "from_t": s, **({} if g is None else {"guidance": g})}
+                  for (s, im), g in zip(experts, guidance)]
+        super().__init__(base.model, base.process, {**base.config, "experts": listed}, Path(path),
+                         tokenize=base.tokenize)
         self.class_names = base.class_names
         self.experts: list[tuple[int, ImageModel]] = list(experts)
+        self.guidance: list[float | None] = guidance
 
     def _index(self, t: int) -> int:
         return bisect.bisect_right([start for start, _ in self.experts], t) - 1
@@ -68,7 +85,8 @@ class ExpertImageModel(ImageModel):
 
     def model_fn(self, n: int, labels: Any, guidance: float, prompt: Any = None,
                  negative_prompt: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
-        fns = [im.model_fn(n, labels, guidance, prompt, negative_prompt) for _, im in self.experts]
+        fns = [im.model_fn(n, labels, guidance if own is None else float(own), prompt, negative_prompt)
+               for (_, im), own in zip(self.experts, self.guidance)]
 
         def routed(x: Tensor, t: Tensor) -> Tensor:
             lo, hi = int(t.min()), int(t.max())
@@ -102,14 +120,15 @@ def load_experts(folder: str | Path, load: Callable[..., Any], **kwargs: Any) ->
     folder = Path(folder)
     try:
         spec = json.loads((folder / EXPERTS_FILE).read_text(encoding="utf-8"))
-        entries = [(e["model"], e["from_t"]) for e in spec["experts"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"'{folder / EXPERTS_FILE}' is not a list of experts "
-                              f'({{"experts": [{{"model": PATH, "from_t": T}}, ...]}}): {exc}') from None
+        entries = [(e["model"], e["from_t"], e.get("guidance")) for e in spec["experts"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"'{folder / EXPERTS_FILE}' is not a list of experts ("
+                              '{"experts": [{"model": PATH, "from_t": T[, "guidance": G]}, ...]}'
+                              f"): {exc}") from None
     if not entries:
         raise CheckpointError(f"'{folder / EXPERTS_FILE}' names no experts")
-    experts = []
-    for model, start in entries:
+    experts, guidance = [], []
+    for model, start, scale in entries:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise CheckpointError(f"from_t of expert '{model}' must be a whole number >= 0, got {start!r}")
         path = Path(model) if Path(model).is_absolute() else folder / model
@@ -119,7 +138,8 @@ def load_experts(folder: str | Path, load: Callable[..., Any], **kwargs: Any) ->
         if not isinstance(im, ImageModel):
             raise CheckpointError(f"expert '{model}' is not an image diffusion model")
         experts.append((start, im))
+        guidance.append(scale)
     try:
-        return ExpertImageModel(experts, folder)
+        return ExpertImageModel(experts, folder, guidance)
     except ConfigError as exc:
         raise CheckpointError(f"'{folder / EXPERTS_FILE}': {exc}") from None

@@ -65,6 +65,39 @@ def test_each_expert_denoises_only_its_own_timesteps(runs, tmp_path):
         joined.model_fn(2, None, 1.0, PROMPT)(torch.zeros(2, 3, 32, 32), torch.tensor([10, 900]))
 
 
+def test_an_expert_with_its_own_guidance_ignores_the_asked_scale(runs, tmp_path):
+    single = aigc.load(runs / "a")
+    ref = single.generate(2, prompt=PROMPT, guidance=3.0, sampler="ddim", steps=6, seed=1)
+    fixed = aigc.load(_write(tmp_path / "fixed", [{"model": str(runs / "a"), "from_t": 0, "guidance": 3},
+                                                  {"model": str(runs / "a"), "from_t": 500, "guidance": 3.0}]))
+    assert fixed.guidance == [3, 3.0]
+    assert torch.equal(fixed.generate(2, prompt=PROMPT, guidance=1.0, sampler="ddim", steps=6, seed=1), ref)
+    low, high = [], []
+    mixed = ExpertImageModel([(500, _batch_sizes(runs / "b", high)), (0, _batch_sizes(runs / "a", low))],
+                             tmp_path, guidance=[1.0, None])  # given out of order: sorted with their scales
+    assert mixed.guidance == [None, 1.0]
+    mixed.generate(2, prompt=PROMPT, guidance=4.0, sampler="ddim", steps=6, seed=0)
+    assert set(low) == {4} and set(high) == {2}  # guided: conditional + unconditional; scale 1: conditional only
+    for bad in (0, -1.0, "2", True):
+        with pytest.raises(ConfigError, match="guidance must be a positive number"):
+            ExpertImageModel([(0, single)], tmp_path, guidance=[bad])
+    _write(tmp_path / "bad", [{"model": str(runs / "a"), "from_t": 0, "guidance": 0}])
+    with pytest.raises(CheckpointError, match="positive number"):
+        aigc.load(tmp_path / "bad")
+
+
+def _batch_sizes(run, seen: list) -> ImageModel:
+    im = aigc.load(run)
+    forward = im.model.forward
+
+    def record(x, t, cond):
+        seen.append(x.size(0))
+        return forward(x, t, cond)
+
+    im.model.forward = record
+    return im
+
+
 def test_bad_experts_are_refused(runs, tmp_path):
     a = aigc.load(runs / "a")
     with pytest.raises(ConfigError, match="from_t 0"):
