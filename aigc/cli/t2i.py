@@ -74,6 +74,8 @@ def eval_t2i_cmd(
     sampler: str = typer.Option("dpm++sde", help="ddpm | ddim | dpm++ | dpm++sde"),
     steps: int = typer.Option(25, help="Network evaluations per sample."),
     seed: int = typer.Option(0, help="Seed of the samples."),
+    start: int = typer.Option(0, help="shapes: first test scene of each split (tune settings on one range "
+                              "of scenes, report another)."),
     batch_size: int = typer.Option(50, help="Images sampled per batch."),
     plot: Optional[Path] = typer.Option(None, help="Write the scores against guidance as a PNG plot here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -100,7 +102,7 @@ def eval_t2i_cmd(
         from ..pipelines.t2i_eval import evaluate_shapes_adherence, plot_adherence
 
         result = evaluate_shapes_adherence(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
-                                           batch_size=batch_size, progress=progress)
+                                           batch_size=batch_size, start=start, progress=progress)
         plotter, table = plot_adherence, _adherence_table
     else:
         from ..pipelines.t2i_captioned_eval import evaluate_captioned, plot_captioned

@@ -40,24 +40,27 @@ def generate_for_prompts(im: ImageModel, prompts: Sequence[str], *, guidance: fl
 
 def evaluate_shapes_adherence(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,),
                               sampler: str = DEFAULT_SAMPLER, steps: int = 25, seed: int = 0, batch_size: int = 50,
-                              progress: bool = False) -> dict[str, Any]:
-    """Prompt adherence on ``n`` seen and ``n`` held-out ``shapes`` prompts at each guidance scale."""
+                              start: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Prompt adherence on ``n`` seen and ``n`` held-out ``shapes`` prompts at each guidance scale: the
+    test scenes ``start .. start+n-1`` of each split (tune settings on one range, report another)."""
     if not im.text_conditional:
         raise ConfigError(f"'{im.path}' is not a text-to-image model")
     if n < 1 or not guidance:
         raise ConfigError("give at least one prompt (--n) and one guidance scale")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ConfigError(f"the first test scene (--start) must be a whole number >= 0, got {start!r}")
     im.check_request(sampler, steps)
     size = im.image_shape[-1]
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=2 * n * len(guidance), desc="generating", unit="img")
-    result: dict[str, Any] = {"data": "shapes", "n": n, "sampler": sampler, "steps": steps, "seed": seed,
-                              "guidance": list(guidance), "real": {}, "scores": []}
+    result: dict[str, Any] = {"data": "shapes", "n": n, "start": start, "sampler": sampler, "steps": steps,
+                              "seed": seed, "guidance": list(guidance), "real": {}, "scores": []}
     t0 = time.perf_counter()
     try:
         for name, split in SHAPES_SPLITS.items():
-            truth = load_shapes(split, n=n, image_size=size)
+            truth = load_shapes(split, n=n, image_size=size, start=start)
             specs = [scene.spec for scene in truth.scenes]
             result["real"][name] = score_batch(truth.images, specs, name).as_dict()
             for scale in guidance:

@@ -207,3 +207,13 @@ def test_eval_t2i_bad_input_exits_2(folder_run, stand_ins, tmp_path, monkeypatch
     code, out, err = _main(monkeypatch, capsys, "eval", "t2i", "--model", str(moved), "--n", "3", "--no-progress")
     assert code == 2 and "neither a captioned data set" in err and not out
     assert stand_ins == []  # refused before any contrastive training
+
+
+def test_eval_t2i_start_scores_a_later_range_of_test_scenes(own_run):
+    res = run_cli("eval", "t2i", "--model", str(own_run), "--n", "2", "--start", "40", "--steps", "2",
+                  "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    out = _last_json(res.stdout)
+    assert out["start"] == 40 and all(s["prompts"] == 2 for s in out["scores"])
+    bad = run_cli("eval", "t2i", "--model", str(own_run), "--start", "-1", "--no-progress")
+    assert bad.returncode == 2 and "--start" in bad.stderr
