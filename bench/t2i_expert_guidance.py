@@ -46,18 +46,16 @@ def sweep(folder: str, detail: list[float], layout: list[float], switches: list[
         raise SystemExit(f"'{folder}' is not a folder of two or more experts")
     rows = []
     for switch, g_detail, g_layout in itertools.product(switches, detail, layout):
-        starts = [s for s, _ in joined.experts[:-1]] + [switch]
-        models = [(s, im) for s, (_, im) in zip(starts, joined.experts)]
+        models = joined.experts[:-1] + [(switch, joined.experts[-1][1])]
         # the detail scale goes to every expert but the last; the last is the layout expert
         scales = [None] * (len(models) - 1) + [g_layout]
         im = ExpertImageModel(models, joined.path, scales)
         t0 = time.perf_counter()
         result = evaluate_shapes_adherence(im, n=n, guidance=(g_detail,), steps=steps, seed=seed, start=start)
         by_split = {s["split"]: s for s in result["scores"]}
-        rows.append({"switch": switch, "detail_guidance": g_detail, "layout_guidance": g_layout,
-                     "seen": by_split["seen"], "heldout": by_split["heldout"],
-                     "seconds": round(time.perf_counter() - t0, 1)})
         seen, held = by_split["seen"], by_split["heldout"]
+        rows.append({"switch": switch, "detail_guidance": g_detail, "layout_guidance": g_layout,
+                     "seen": seen, "heldout": held, "seconds": round(time.perf_counter() - t0, 1)})
         cells = [seen["overall"], held["overall"], seen["relation"], seen["count"], seen["shape"]]
         print(f"{switch:>6} {g_detail:>6g} {g_layout:>6g} " + " ".join(_percent(v) for v in cells), flush=True)
     best = max(rows, key=lambda r: (r["seen"]["overall"], r["heldout"]["overall"]))
