@@ -1,11 +1,12 @@
 # make demo : set up this machine (venv, package, embedded data) and run the main job
 # make test : set up, then run the test suite
+# make bench-setup : add the peer libraries the benchmarks compare against (transformers, diffusers)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO    := runs/demo
 MINUTES ?= 3
 
-.PHONY: demo test setup data bench clean
+.PHONY: demo test setup data bench-setup bench clean
 
 setup: $(STAMP) data
 
@@ -31,8 +32,15 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-bench: setup
+BENCH_STAMP := .venv/.bench-installed
+
+bench-setup: setup $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: bench-setup
 	$(PY) bench/text_lm.py
 
 clean:
