@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from .process import GaussianDiffusion, VarType
+from .process import DEFAULT_CLIP_RANGE, GaussianDiffusion, Likelihood, VarType
 from .schedules import make_betas
 from .timesteps import UniformSampler, make_timestep_sampler
 
@@ -24,6 +24,8 @@ class DiffusionConfig:
     logit_normal_std: float = 1.0    # and its spread
     logit_normal_mix: list[list[float]] = field(default_factory=list)  # more [weight, mean, std] components
     class_dropout: float = 0.1       # label dropout for classifier-free guidance (class-conditional runs)
+    data_likelihood: str = "discretized8"  # decoder of L_0: discretized8 (8-bit images) | gaussian (continuous)
+    clip_range: list[float] | None = field(default_factory=lambda: list(DEFAULT_CLIP_RANGE))  # x̂_0 range; null: none
 
     def validate(self) -> None:
         if self.timesteps < 1:
@@ -35,6 +37,12 @@ class DiffusionConfig:
                               f"'{self.fixed_variance}'")
         if self.loss == "hybrid" and not self.learn_sigma:
             raise ConfigError("the hybrid loss trains a learned Σ: use diffusion.loss=mse without --learn-sigma")
+        if self.data_likelihood not in {m.value for m in Likelihood}:
+            raise ConfigError(f"diffusion.data_likelihood must be one of {', '.join(m.value for m in Likelihood)}, "
+                              f"got '{self.data_likelihood}'")
+        if self.clip_range is not None and (len(self.clip_range) != 2 or not self.clip_range[0] < self.clip_range[1]):
+            raise ConfigError(f"diffusion.clip_range must be [low, high] with low < high (or null), "
+                              f"got {self.clip_range}")
         self.timestep_sampler_for(self.timesteps)  # an unknown sampler or a bad logit-normal fails here
         self.process()  # unknown schedule, mean type or loss fail here
 
@@ -47,4 +55,5 @@ class DiffusionConfig:
         var = VarType.LEARNED_RANGE if self.learn_sigma else VarType(self.fixed_variance)
         return GaussianDiffusion(make_betas(self.schedule, self.timesteps), mean_type=self.mean_type,
                                  var_type=var, loss_type=self.loss, vlb_weight=self.vlb_weight,
-                                 snr_gamma=self.snr_gamma)
+                                 snr_gamma=self.snr_gamma, likelihood=self.data_likelihood,
+                                 clip_range=self.clip_range)

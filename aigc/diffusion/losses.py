@@ -1,4 +1,4 @@
-"""Elementwise pieces of the diffusion losses: Gaussian KL and the discretised decoder.
+"""Elementwise pieces of the diffusion losses: Gaussian KL and the decoders (discretised, continuous).
 
 All functions work elementwise and keep the input shape; :func:`mean_flat` averages
 everything but the batch dimension (per-example terms, as in Improved DDPM).
@@ -44,3 +44,9 @@ def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Te
     log_delta = torch.log(delta.clamp(min=1e-12))
     edge = 1.0 - 1e-3 * half  # x is exactly ±1 for the edge bins; allow rounding
     return torch.where(x < -edge, log_cdf_plus, torch.where(x > edge, log_one_minus_cdf_min, log_delta))
+
+
+def gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """log N(x; means, e^{2 log_scales}) in nats, elementwise: the decoder L_0 for continuous data
+    (audio, latents), −½ (log 2π + 2 log σ + (x − μ)² / σ²)."""
+    return -0.5 * (math.log(2.0 * math.pi) + 2.0 * log_scales + (x - means) ** 2 * torch.exp(-2.0 * log_scales))

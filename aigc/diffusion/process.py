@@ -4,8 +4,10 @@ A plain object holding the float64 schedule; the network is passed in as a funct
 ``model_fn(x_t, t, **model_kwargs) -> output`` and always receives the *training*
 schedule's timestep indices (through ``timestep_map`` when the process is respaced).
 
-Shapes: x (B, C, ...) for any number of trailing dims; t (B,) long indices into this
-process's schedule (0-based: index i is the paper's t = i + 1).
+Shapes: x (B, C, ...) for any number of trailing dims (images (B, C, H, W), audio (B, C, L),
+video (B, C, F, H, W)); t (B,) long indices into this process's schedule (0-based: index i is the
+paper's t = i + 1). What the data is enters in two places only, both chosen by the family: the
+decoder likelihood of L_0 (:class:`Likelihood`) and the range x̂_0 is clipped to (:meth:`clip`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .losses import LOG2, discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .losses import LOG2, discretized_gaussian_log_likelihood, gaussian_log_likelihood, mean_flat, normal_kl
 
 ModelFn = Callable[..., Tensor]
 
@@ -41,6 +43,15 @@ class LossType(enum.Enum):
     MSE = "mse"        # L_simple (DDPM eq. 14)
     KL = "kl"          # the variational bound L_vlb alone
     HYBRID = "hybrid"  # L_simple + λ L_vlb (Improved DDPM eq. 16), stop-gradient on the mean in L_vlb
+
+
+class Likelihood(enum.Enum):
+    """The decoder p_θ(x_0 | x_1) of the bound's last term L_0."""
+    DISCRETIZED8 = "discretized8"  # 8-bit data in [-1, 1]: the Gaussian mass of each of 256 bins (DDPM §3.3)
+    GAUSSIAN = "gaussian"          # continuous data (audio, latents): the Gaussian density itself
+
+
+DEFAULT_CLIP_RANGE = (-1.0, 1.0)
 
 
 def _enum(cls: type[enum.Enum], value) -> enum.Enum:
@@ -70,7 +81,9 @@ class GaussianDiffusion:
     def __init__(self, betas: Sequence[float] | np.ndarray, mean_type: MeanType | str = MeanType.EPSILON,
                  var_type: VarType | str = VarType.FIXED_LARGE, loss_type: LossType | str = LossType.MSE,
                  vlb_weight: float = 0.001, timestep_map: Sequence[int] | None = None,
-                 snr_gamma: float = 0.0) -> None:
+                 snr_gamma: float = 0.0, likelihood: Likelihood | str = Likelihood.DISCRETIZED8,
+                 clip_range: Sequence[float] | None = DEFAULT_CLIP_RANGE) -> None:
+        """``clip_range`` (lo, hi): where x̂_0 is clipped to when a sampler asks (None: never clipped)."""
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size < 1:
             raise ConfigError("betas must be a non-empty 1-D sequence")
@@ -80,6 +93,13 @@ class GaussianDiffusion:
         self.var_type = _enum(VarType, var_type)
         self.loss_type = _enum(LossType, loss_type)
         self.vlb_weight = float(vlb_weight)
+        self.likelihood = _enum(Likelihood, likelihood)
+        if clip_range is not None:
+            lo, hi = (float(v) for v in clip_range)
+            if not lo < hi:
+                raise ConfigError(f"clip_range must be (low, high) with low < high, got {tuple(clip_range)}")
+            clip_range = (lo, hi)
+        self.clip_range: tuple[float, float] | None = clip_range
         if not (snr_gamma >= 0 and math.isfinite(snr_gamma)):
             raise ConfigError(f"snr_gamma must be a finite number >= 0 (0: off), got {snr_gamma}")
         self.snr_gamma = float(snr_gamma)
@@ -118,6 +138,13 @@ class GaussianDiffusion:
     @property
     def learned_sigma(self) -> bool:
         return self.var_type is VarType.LEARNED_RANGE
+
+    def clip(self, x: Tensor) -> Tensor:
+        """x̂_0 clipped to the data range (``clip_range``; unchanged when None): what every sampler
+        calls on its x_0 prediction ("clip_denoised")."""
+        if self.clip_range is None:
+            return x
+        return x.clamp(*self.clip_range)
 
     # ---------------------------------------------------------------- forward process
 
@@ -167,8 +194,8 @@ class GaussianDiffusion:
 
     def predict_start(self, model_output: Tensor, x_t: Tensor, t: Tensor,
                       clip_denoised: bool = True) -> tuple[Tensor, Tensor]:
-        """(x̂_0, ε̂) from the mean channels of any mean type; x̂_0 clipped to [-1, 1] if asked,
-        and ε̂ consistent with the (clipped) x̂_0."""
+        """(x̂_0, ε̂) from the mean channels of any mean type; x̂_0 clipped to the data range if asked
+        (:meth:`clip`), and ε̂ consistent with the (clipped) x̂_0."""
         out, _ = self.split_output(model_output, x_t)
         if self.mean_type is MeanType.EPSILON:      # x_0 = (x_t − √(1−ᾱ) ε)/√ᾱ   (DDPM eq. 4 inverted)
             pred_x0 = (_extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
@@ -178,8 +205,9 @@ class GaussianDiffusion:
         else:                                        # x_0 = √ᾱ x_t − √(1−ᾱ) v
             pred_x0 = (_extract(self.sqrt_alphas_cumprod, t, x_t) * x_t
                        - _extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
+        clip_denoised = clip_denoised and self.clip_range is not None
         if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+            pred_x0 = self.clip(pred_x0)
         if self.mean_type is MeanType.EPSILON and not clip_denoised:
             pred_eps = out
         else:                                        # ε = (x_t − √ᾱ x_0)/√(1−ᾱ)
@@ -218,12 +246,14 @@ class GaussianDiffusion:
     def _vb_terms_bpd(self, model_output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor,
                       clip_denoised: bool) -> tuple[Tensor, Tensor]:
         """One term of L_vlb in bits/dim, per example (B,): KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t))
-        for t > 0 (L_{t-1}, DDPM eq. 5) and the discretised decoder −log p_θ(x_0|x_1) at t = 0 (L_0)."""
+        for t > 0 (L_{t-1}, DDPM eq. 5) and the decoder −log p_θ(x_0|x_1) at t = 0 (L_0): discretised
+        to 8 bits for images, a density for continuous data (``likelihood``)."""
         true_mean, _, true_logvar = self.q_posterior_mean_variance(x0, x_t, t)
         out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
         kl = mean_flat(normal_kl(true_mean, true_logvar, out["mean"], out["log_variance"])) / LOG2
-        nll = -discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])
-        nll = mean_flat(nll) / LOG2
+        decoder = (discretized_gaussian_log_likelihood if self.likelihood is Likelihood.DISCRETIZED8
+                   else gaussian_log_likelihood)
+        nll = mean_flat(-decoder(x0, out["mean"], 0.5 * out["log_variance"])) / LOG2
         return torch.where(t == 0, nll, kl), out["pred_x0"]
 
     def training_losses(self, model_fn: ModelFn, x0: Tensor, t: Tensor, noise: Tensor | None = None,
@@ -375,7 +405,8 @@ def logsnr_timesteps(alphas_cumprod: np.ndarray, steps: int, min_logsnr: float =
 
 def respace(process: GaussianDiffusion, use_timesteps: Sequence[int]) -> GaussianDiffusion:
     """A process over the kept timesteps only: ᾱ'_i = ᾱ_{k_i}, β'_i = 1 − ᾱ_{k_i}/ᾱ_{k_{i-1}} (Improved DDPM §4),
-    same mean/variance/loss types; its timestep_map sends index i to the model's index of k_i."""
+    same mean/variance/loss types, likelihood and clip range; its timestep_map sends index i to the model's
+    index of k_i."""
     kept = sorted({int(k) for k in use_timesteps})
     if not kept or kept[0] < 0 or kept[-1] >= process.num_timesteps:
         raise ConfigError(f"timesteps to keep must be within 0..{process.num_timesteps - 1}")
@@ -383,4 +414,5 @@ def respace(process: GaussianDiffusion, use_timesteps: Sequence[int]) -> Gaussia
     prev = np.append(1.0, abar[:-1])
     betas = 1.0 - abar / prev
     return GaussianDiffusion(betas, process.mean_type, process.var_type, process.loss_type, process.vlb_weight,
-                             timestep_map=process.timestep_map[kept], snr_gamma=process.snr_gamma)
+                             timestep_map=process.timestep_map[kept], snr_gamma=process.snr_gamma,
+                             likelihood=process.likelihood, clip_range=process.clip_range)

@@ -309,3 +309,85 @@ def test_step_count_errors():
         space_timesteps(100, 10, "quadratic")
     with pytest.raises(ConfigError, match="unknown VarType 'huge'"):
         _proc(10, var_type="huge")
+
+
+# ------------------------------------------------------------------ data likelihood and range (shape-agnostic)
+
+def test_gaussian_decoder_is_the_normal_density():
+    from aigc.diffusion.losses import gaussian_log_likelihood
+    x, mu, log_sigma = torch.tensor([0.3, -2.0]), torch.tensor([0.0, -1.0]), torch.tensor([math.log(0.5), 0.0])
+    expected = torch.distributions.Normal(mu, log_sigma.exp()).log_prob(x)
+    assert torch.allclose(gaussian_log_likelihood(x, mu, log_sigma), expected, atol=1e-6)
+    # a known value: log N(0; 0, 1) = -½ log 2π
+    assert gaussian_log_likelihood(torch.zeros(1), torch.zeros(1), torch.zeros(1)).item() == \
+        pytest.approx(-0.5 * math.log(2 * math.pi))
+
+
+def test_continuous_likelihood_enters_only_the_last_term():
+    """Audio (B, C, L): L_0 is the Gaussian density in bits/dim, every t > 0 term the same KL."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 2, 16, generator=g) * 2 - 1
+    out = torch.randn(3, 4, 16, generator=g)
+    image = _proc(T=10, var_type=VarType.LEARNED_RANGE)
+    audio = _proc(T=10, var_type=VarType.LEARNED_RANGE, likelihood="gaussian")
+    x_t = image.q_sample(x0, 0, generator=g)
+    for t in (0, 5):
+        tt = torch.full((3,), t)
+        a, _ = image._vb_terms_bpd(out, x0, x_t, tt, clip_denoised=False)
+        b, _ = audio._vb_terms_bpd(out, x0, x_t, tt, clip_denoised=False)
+        if t:
+            assert torch.equal(a, b)
+        else:
+            p = audio.p_mean_variance(out, x_t, tt, clip_denoised=False)
+            nats = -torch.distributions.Normal(p["mean"], (0.5 * p["log_variance"]).exp()).log_prob(x0)
+            assert torch.allclose(b, nats.mean(dim=(1, 2)) / math.log(2), atol=1e-5)
+            assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="unknown Likelihood"):
+        _proc(likelihood="laplace")
+
+
+def test_default_range_and_likelihood_are_bit_identical_to_before():
+    """The defaults are the 8-bit image case: clip to [-1, 1], the discretised decoder."""
+    from aigc.diffusion.config import DiffusionConfig
+    proc = DiffusionConfig().process()
+    assert proc.clip_range == (-1.0, 1.0) and proc.likelihood.value == "discretized8"
+    g = torch.Generator().manual_seed(1)
+    x0 = (torch.randint(0, 256, (2, 3, 4, 4), generator=g).float() / 127.5 - 1)
+    out = torch.randn(2, 6, 4, 4, generator=g) * 3
+    x_t = proc.q_sample(x0, 0, generator=g)
+    t = torch.zeros(2, dtype=torch.long)
+    pred, _ = proc.predict_start(out, x_t, t)
+    raw, _ = proc.predict_start(out, x_t, t, clip_denoised=False)
+    assert torch.equal(pred, raw.clamp(-1.0, 1.0)) and torch.equal(proc.clip(raw), raw.clamp(-1.0, 1.0))
+    vb, _ = proc._vb_terms_bpd(out, x0, x_t, t, clip_denoised=False)
+    p = proc.p_mean_variance(out, x_t, t, clip_denoised=False)
+    nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])
+    assert torch.equal(vb, nll.reshape(2, -1).mean(1) / math.log(2))
+    # an old checkpoint's diffusion section (no new fields) makes the same process
+    from aigc.config import from_dict
+    old = from_dict(DiffusionConfig, {"timesteps": 1000, "schedule": "cosine", "learn_sigma": True}).process()
+    assert old.clip_range == (-1.0, 1.0) and old.likelihood is proc.likelihood
+
+
+def test_clip_range_is_a_choice_and_survives_respacing():
+    wide = _proc(T=50, clip_range=(-3.0, 3.0), likelihood="gaussian")
+    x = torch.linspace(-5, 5, 11)
+    assert torch.equal(wide.clip(x), x.clamp(-3, 3))
+    free = _proc(T=50, clip_range=None)
+    assert torch.equal(free.clip(x), x)
+    out, x_t, t = torch.randn(2, 1, 8) * 10, torch.randn(2, 1, 8), torch.tensor([3, 40])
+    assert torch.equal(free.predict_start(out, x_t, t)[0], free.predict_start(out, x_t, t, clip_denoised=False)[0])
+    for rp in (wide.respaced(10), respace(wide, [0, 10, 49]), wide.respaced(10).respaced(5)):
+        assert rp.clip_range == (-3.0, 3.0) and rp.likelihood.value == "gaussian"
+    assert free.respaced(7).clip_range is None
+    with pytest.raises(ConfigError, match="clip_range"):
+        _proc(clip_range=(1.0, -1.0))
+
+
+def test_diffusion_config_carries_the_data_choices():
+    from aigc.diffusion.config import DiffusionConfig
+    proc = DiffusionConfig(data_likelihood="gaussian", clip_range=None).process()
+    assert proc.likelihood.value == "gaussian" and proc.clip_range is None
+    for bad in (dict(data_likelihood="laplace"), dict(clip_range=[1.0]), dict(clip_range=[2.0, 1.0])):
+        with pytest.raises(ConfigError):
+            DiffusionConfig(**bad).validate()
