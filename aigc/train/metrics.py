@@ -37,11 +37,9 @@ class MetricsLog:
 
     def plot(self) -> None:
         """Draw training and validation loss against the step."""
-        import matplotlib
+        from ..plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         rows = self.rows()
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
