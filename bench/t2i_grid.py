@@ -5,9 +5,10 @@
 
 Each row is ``aigc.load(RUN).generate(n, prompt=p, guidance=g, steps=s, seed=k)`` for seed k = the
 row's index (so a row is reproducible on its own), upscaled by ``--zoom`` with nearest-neighbour
-resampling, with its prompt written to the left (DejaVu Sans where installed; glyphs the font lacks,
-such as Chinese, show as boxes, so the script also prints the prompts in row order). The PNG's text
-chunk holds every parameter. Last stdout line: one JSON object.
+resampling, with its prompt written to the left in ``aigc.plotting.label_font`` (a CJK font where
+installed, so Chinese prompts draw their glyphs; without one they show as boxes and a warning says
+what to install). The script also prints the prompts in row order. The PNG's text chunk holds every
+parameter. Last stdout line: one JSON object.
 """
 from __future__ import annotations
 
@@ -18,22 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aigc.api import load_kind  # noqa: E402
+from aigc.plotting import label_font  # noqa: E402
 from aigc.generate.images import make_grid, save_png, to_pil  # noqa: E402
 from aigc.pipelines.image import ImageModel  # noqa: E402
-
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.truetype(FONT, size)
-    except OSError:
-        return ImageFont.load_default(size)
 
 
 def labelled_grid(rows: list[torch.Tensor], prompts: list[str], zoom: int) -> torch.Tensor:
@@ -41,7 +34,7 @@ def labelled_grid(rows: list[torch.Tensor], prompts: list[str], zoom: int) -> to
     strips = [make_grid(r, nrow=r.shape[0]) for r in rows]
     strips = [s.expand(3, -1, -1) if s.shape[0] == 1 else s for s in strips]
     h, w = strips[0].shape[1] * zoom, strips[0].shape[2] * zoom
-    font = _font(max(10, min(16, h // 4)))
+    font = label_font(max(10, min(16, h // 4)), "".join(prompts))
     label_width = 12 + int(max(font.getlength(prompt) for prompt in prompts))
     canvas = Image.new("RGB", (label_width + w, h * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
