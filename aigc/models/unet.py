@@ -1,51 +1,63 @@
-"""UNet noise predictor of Improved DDPM (Nichol & Dhariwal 2021; Ho et al. 2020).
+"""UNet noise predictor of Improved DDPM (Nichol & Dhariwal 2021; Ho et al. 2020), in 1, 2 or 3
+spatial dimensions, and as a factorised space-time video UNet.
 
-    x (B, C, H, W), t (B,), y (B,) ->
+    x (B, C, *S), t (B,), y (B,) ->
       conv_in -> [ResBlock (+ self-attention)] x num_res_blocks, stride-2 conv, ... (encoder, skips saved)
       -> ResBlock, self-attention, ResBlock (middle)
       -> [concat skip, ResBlock (+ self-attention)] x (num_res_blocks + 1), nearest upsample + conv, ...
-      -> GroupNorm, SiLU, zero-initialised conv -> (B, out_channels, H, W)
+      -> GroupNorm, SiLU, zero-initialised conv -> (B, out_channels, *S)
 
-Each residual block receives the timestep (+ class) embedding as a per-channel
-scale and shift of its second GroupNorm ("adaptive group normalisation",
-Dhariwal & Nichol 2021); its last convolution starts at zero, so every block
-is the identity at initialisation and the whole network outputs exactly zero.
-Down-sampling is a stride-2 convolution (28 -> 14 -> 7 -> 4), and up-sampling
-is nearest-neighbour to the size of the matching skip, so odd sizes round-trip.
-With ``learn_sigma`` the output has 2·C channels: the mean (ε) and the
-interpolation weight v of the learned variance.
+S is (H, W) for images (``dims=2``, the default), (L,) for audio (``dims=1``), (D, H, W) for volumes
+(``dims=3``). Each residual block receives the timestep (+ class) embedding as a per-channel scale
+and shift of its second GroupNorm ("adaptive group normalisation", Dhariwal & Nichol 2021); its
+last convolution starts at zero, so every block is the identity at initialisation and the whole
+network outputs exactly zero. Down-sampling is a stride-2 convolution (28 -> 14 -> 7 -> 4), and
+up-sampling is nearest-neighbour to the size of the matching skip, so odd sizes round-trip. With
+``learn_sigma`` the output has 2·C channels: the mean (ε) and the interpolation weight v of the
+learned variance.
 
-Text conditioning (``context_dim`` > 0, as in latent diffusion, Rombach et al.
-2022): blocks at ``cross_attention_resolutions`` and the middle block attend
-from every pixel to a caption's token embeddings (B, L, context_dim), padding
-masked; the caption's pooled embedding (B, context_dim) is projected and added
-to the timestep embedding, as Imagen and SDXL do.
+Text conditioning (``context_dim`` > 0, as in latent diffusion, Rombach et al. 2022): blocks at
+``cross_attention_resolutions`` and the middle block attend from every position to a caption's token
+embeddings (B, L, context_dim), padding masked; the caption's pooled embedding (B, context_dim) is
+projected and added to the timestep embedding, as Imagen and SDXL do.
+
+Video (``frames`` > 0; Ho et al. 2022, "Video Diffusion Models"): x (B, C, F, *S). Every frame goes
+through the spatial blocks above (frames folded into the batch), and every block adds a temporal
+convolution and a temporal attention (relative-position bias) across the frames at each pixel, both
+the identity at initialisation. ``frame_mask`` (B, F) marks independent images among the frames
+(joint image-video training): they are kept out of the temporal layers, as if each were alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.conv import (Downsample, ResBlock, TemporalConv, Upsample, apply_norm, conv_flops, conv_nd, group_norm,
+                       norm_groups, pixel_shuffle, pixel_unshuffle)
 from ..nn.embeddings import grid_sinusoids
+from ..nn.map_attention import MapCrossAttention, MapSelfAttention, TemporalAttention
 from ..nn.timestep import timestep_embedding
 
-GN_EPS = 1e-5
+Attention, CrossAttention = MapSelfAttention, MapCrossAttention  # the names the 2-D UNet always used
+__all__ = ["UNetConfig", "UNet", "Block", "ResBlock", "Attention", "CrossAttention", "norm_groups"]
 
 
 @dataclass
 class UNetConfig:
-    image_size: int = 28
+    image_size: int | tuple[int, ...] = 28    # an int: that size along every spatial dim; or one size per dim
     in_channels: int = 1
     model_channels: int = 64                  # channels of the first level
     out_channels: int = 0                     # 0 -> in_channels (doubled when learn_sigma)
     learn_sigma: bool = False                 # also output the variance interpolation v (Improved DDPM)
     channel_mult: tuple[int, ...] = (1, 2, 2)  # channels of level i = model_channels * channel_mult[i]
     num_res_blocks: int = 2                   # residual blocks per level (encoder; decoder has one more)
-    attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (pixels) that get self-attention
+    attention_resolutions: tuple[int, ...] = (7,)  # level sizes (largest side, in pixels) with self-attention
     num_heads: int = 4
     head_channels: int = 0                    # > 0: heads = channels // head_channels (overrides num_heads)
     dropout: float = 0.0
@@ -54,18 +66,39 @@ class UNetConfig:
     norm_groups: int = 32                     # GroupNorm groups, lowered to divide the channels
     context_dim: int = 0                      # > 0: cross-attention to text tokens of this width
     cross_attention_resolutions: tuple[int, ...] | None = None  # None -> attention_resolutions
-    patch_size: int = 1                       # > 1: p x p pixel patches folded into channels first (pixel
+    patch_size: int = 1                       # > 1: p^d pixel patches folded into channels first (pixel
                                               # unshuffle, as "simple diffusion", Hoogeboom et al. 2023): the
                                               # levels start at image_size / p; unfolded again at the output
     position_embedding: bool = False          # add a learned absolute position embedding after conv_in (as
                                               # ViT/DiT do), so every pixel knows where it is (on shapes it
                                               # did not improve "left of" / "above": see the README)
+    dims: int = 2                             # spatial dimensions: 1 audio (B, C, L), 2 images, 3 volumes
+    frames: int = 0                           # > 0: a video UNet of clips (B, C, F, *S), F = frames by
+                                              # default; temporal conv + attention in every block
 
     def __post_init__(self) -> None:          # JSON gives lists
+        if isinstance(self.image_size, (list, tuple)):
+            self.image_size = tuple(self.image_size)
         self.channel_mult = tuple(self.channel_mult)
         self.attention_resolutions = tuple(self.attention_resolutions)
         if self.cross_attention_resolutions is not None:
             self.cross_attention_resolutions = tuple(self.cross_attention_resolutions)
+
+    @property
+    def spatial_size(self) -> tuple[int, ...]:
+        """The size along each of the ``dims`` spatial axes."""
+        if isinstance(self.image_size, tuple):
+            return self.image_size
+        return (self.image_size,) * self.dims
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: (C, *S), or (C, frames, *S) for a video UNet."""
+        return (self.in_channels, *((self.frames,) if self.video else ()), *self.spatial_size)
+
+    @property
+    def video(self) -> bool:
+        return self.frames > 0
 
     @property
     def text_conditional(self) -> bool:
@@ -73,7 +106,7 @@ class UNetConfig:
 
     @property
     def cross_resolutions(self) -> tuple[int, ...]:
-        """Feature-map sizes whose blocks cross-attend to the text (none without ``context_dim``)."""
+        """Level sizes whose blocks cross-attend to the text (none without ``context_dim``)."""
         if not self.text_conditional:
             return ()
         res = self.cross_attention_resolutions
@@ -90,23 +123,34 @@ class UNetConfig:
             return self.out_channels
         return self.in_channels * (2 if self.learn_sigma else 1)
 
-    def resolutions(self) -> list[int]:
-        """Feature-map size of each level: image_size / patch_size, then ceil(size / 2) per stride-2 conv."""
-        sizes = [self.image_size // self.patch_size]
+    def level_shapes(self) -> list[tuple[int, ...]]:
+        """Spatial size of each level: image_size / patch_size, then ceil(size / 2) per stride-2 conv."""
+        shapes = [tuple(s // self.patch_size for s in self.spatial_size)]
         for _ in self.channel_mult[1:]:
-            sizes.append((sizes[-1] + 1) // 2)
-        return sizes
+            shapes.append(tuple((s + 1) // 2 for s in shapes[-1]))
+        return shapes
+
+    def resolutions(self) -> list[int]:
+        """The size of each level that ``attention_resolutions`` names: its largest side."""
+        return [max(shape) for shape in self.level_shapes()]
 
     def heads(self, channels: int) -> int:
         return channels // self.head_channels if self.head_channels > 0 else self.num_heads
 
     def validate(self) -> None:
-        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups",
-                     "patch_size"):
+        for name in ("in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups", "patch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
-        for name in ("out_channels", "head_channels", "context_dim"):
+        if self.dims not in (1, 2, 3):
+            raise ConfigError(f"model.dims must be 1 (audio), 2 (images) or 3 (volumes), got {self.dims!r}")
+        size = self.image_size
+        if not isinstance(size, (int, tuple)) or isinstance(size, bool) \
+                or (isinstance(size, tuple) and len(size) != self.dims) \
+                or any(not isinstance(s, int) or s <= 0 for s in self.spatial_size):
+            raise ConfigError(f"model.image_size must be a positive integer or {self.dims} of them "
+                              f"(one per spatial dim), got {size!r}")
+        for name in ("out_channels", "head_channels", "context_dim", "frames"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be 0 or a positive integer, got {getattr(self, name)!r}")
         if not self.channel_mult or any(not isinstance(m, int) or m <= 0 for m in self.channel_mult):
@@ -115,23 +159,24 @@ class UNetConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 0):
             raise ConfigError(f"model.num_classes must be null, 0 or a positive integer, got {self.num_classes!r}")
-        if self.image_size % self.patch_size:
-            raise ConfigError(f"model.patch_size ({self.patch_size}) must divide the image size ({self.image_size})")
-        sizes = [self.image_size // self.patch_size]
+        if any(s % self.patch_size for s in self.spatial_size):
+            raise ConfigError(f"model.patch_size ({self.patch_size}) must divide the image size ({_shape(size, self.dims)})")
+        shapes = [tuple(s // self.patch_size for s in self.spatial_size)]
         for _ in self.channel_mult[1:]:
-            if sizes[-1] < 2:
+            if min(shapes[-1]) < 2:
                 raise ConfigError(
                     f"model.channel_mult has {len(self.channel_mult)} levels, too many for "
-                    f"{self.image_size}x{self.image_size} images (each level halves the size); use fewer")
-            sizes.append((sizes[-1] + 1) // 2)
+                    f"{_shape(size, self.dims)} inputs (each level halves the size); use fewer")
+            shapes.append(tuple((s + 1) // 2 for s in shapes[-1]))
+        sizes = [max(s) for s in shapes]
         for name in ("attention_resolutions", "cross_attention_resolutions"):
             for res in getattr(self, name) or ():
                 if res not in sizes:
                     raise ConfigError(
-                        f"model.{name} asks for {res}x{res}, which this UNet never reaches; "
-                        f"its levels are {', '.join(f'{s}x{s}' for s in sizes)}")
+                        f"model.{name} asks for {_shape(res, self.dims)}, which this UNet never reaches; "
+                        f"its levels are {', '.join(_shape(s, self.dims) for s in shapes)}")
         attended = {self.model_channels * m for m, s in zip(self.channel_mult, sizes)
-                    if s in self.attention_resolutions or s in self.cross_resolutions}
+                    if s in self.attention_resolutions or s in self.cross_resolutions or self.video}
         attended.add(self.model_channels * self.channel_mult[-1])  # the middle block always attends
         for ch in sorted(attended):
             if self.head_channels > 0 and ch % self.head_channels:
@@ -142,169 +187,52 @@ class UNetConfig:
                                   "of every attention layer")
 
 
-def norm_groups(channels: int, max_groups: int = 32) -> int:
-    """The largest group count <= ``max_groups`` that divides ``channels``."""
-    for g in range(min(max_groups, channels), 0, -1):
-        if channels % g == 0:
-            return g
-    return 1
-
-
-def _conv_flops(c_in: int, c_out: int, k: int, h: int, w: int) -> int:
-    return 2 * c_in * c_out * k * k * h * w
-
-
-class ResBlock(nn.Module):
-    """GroupNorm, SiLU, conv; + embedding as scale/shift of the second GroupNorm; SiLU, dropout, zero conv."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool,
-                 max_groups: int) -> None:
-        super().__init__()
-        self.c_in, self.c_out, self.emb_dim, self.scale_shift = c_in, c_out, emb_dim, scale_shift
-        self.norm1 = nn.GroupNorm(norm_groups(c_in, max_groups), c_in, eps=GN_EPS)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
-        self.norm2 = nn.GroupNorm(norm_groups(c_out, max_groups), c_out, eps=GN_EPS)
-        self.drop = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """x (B, C_in, H, W), emb (B, E) already through SiLU -> (B, C_out, H, W)."""
-        n1 = self.norm1
-        h = self.conv1(F.silu(F.group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps)))  # (B, C_out, H, W)
-        e = self.emb(emb)[:, :, None, None]                                                # (B, 2C_out, 1, 1)
-        n2 = self.norm2
-        if self.scale_shift:
-            scale, shift = e.chunk(2, dim=1)
-            h = torch.addcmul(shift, F.group_norm(h, n2.num_groups, n2.weight, n2.bias, n2.eps), 1 + scale)
-        else:
-            h = F.group_norm(h + e, n2.num_groups, n2.weight, n2.bias, n2.eps)
-        h = self.conv2(self.drop(F.silu(h)))
-        return self.skip(x) + h
-
-    def flops(self, h: int, w: int) -> int:
-        n = _conv_flops(self.c_in, self.c_out, 3, h, w) + _conv_flops(self.c_out, self.c_out, 3, h, w)
-        n += 2 * self.emb_dim * self.emb.out_features
-        if self.c_in != self.c_out:
-            n += _conv_flops(self.c_in, self.c_out, 1, h, w)
-        return n
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over the H·W positions of a feature map (residual, zero-init output)."""
-
-    def __init__(self, channels: int, heads: int, max_groups: int) -> None:
-        super().__init__()
-        self.channels, self.heads = channels, heads
-        self.norm = nn.GroupNorm(norm_groups(channels, max_groups), channels, eps=GN_EPS)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        L, nh = H * W, self.heads
-        n = self.norm
-        h = F.group_norm(x, n.num_groups, n.weight, n.bias, n.eps).flatten(2).transpose(1, 2)  # (B, L, C)
-        q, k, v = self.qkv(h).view(B, L, 3, nh, C // nh).permute(2, 0, 3, 1, 4)              # (B, nh, L, D) each
-        o = F.scaled_dot_product_attention(q, k, v)                                          # (B, nh, L, D)
-        o = self.proj(o.transpose(1, 2).reshape(B, L, C))                                    # (B, L, C)
-        return x + o.transpose(1, 2).reshape(B, C, H, W)
-
-    def flops(self, h: int, w: int) -> int:
-        L, C = h * w, self.channels
-        return 2 * L * C * 3 * C + 4 * L * L * C + 2 * L * C * C  # qkv, QK^T and AV, output projection
-
-
-class CrossAttention(nn.Module):
-    """Every pixel attends to the caption's tokens: softmax(Q K^T / sqrt(D)) V with Q from the
-    normalised feature map and K, V from the text (padding masked); residual, zero-init output."""
-
-    def __init__(self, channels: int, context_dim: int, heads: int, max_groups: int) -> None:
-        super().__init__()
-        self.channels, self.context_dim, self.heads = channels, context_dim, heads
-        self.norm = nn.GroupNorm(norm_groups(channels, max_groups), channels, eps=GN_EPS)
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(context_dim, 2 * channels)
-        self.proj = nn.Linear(channels, channels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
-        """x (B, C, H, W), context (B, S, E), mask (B, S) bool (True = a real token) or None."""
-        B, C, H, W = x.shape
-        S, nh = context.shape[1], self.heads
-        n = self.norm
-        h = F.group_norm(x, n.num_groups, n.weight, n.bias, n.eps).flatten(2).transpose(1, 2)  # (B, L, C)
-        q = self.q(h).view(B, H * W, nh, C // nh).transpose(1, 2)                            # (B, nh, L, D)
-        k, v = self.kv(context).view(B, S, 2, nh, C // nh).permute(2, 0, 3, 1, 4)            # (B, nh, S, D) each
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :])
-        o = self.proj(o.transpose(1, 2).reshape(B, H * W, C))                                # (B, L, C)
-        return x + o.transpose(1, 2).reshape(B, C, H, W)
-
-    def flops(self, h: int, w: int, tokens: int) -> int:
-        L, C = h * w, self.channels
-        return 2 * L * C * C + 2 * tokens * self.context_dim * 2 * C + 4 * L * tokens * C + 2 * L * C * C
-
-
-class Downsample(nn.Module):
-    """Stride-2 3x3 convolution: H -> ceil(H / 2)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-    def flops(self, h: int, w: int) -> int:
-        return _conv_flops(self.channels, self.channels, 3, (h + 1) // 2, (w + 1) // 2)
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour resize to a given size (that of the next skip), then a 3x3 convolution."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        return self.conv(F.interpolate(x, size=size, mode="nearest"))
-
-    def flops(self, h: int, w: int) -> int:  # h, w: the output size
-        return _conv_flops(self.channels, self.channels, 3, h, w)
+def _shape(size: int | Sequence[int], dims: int) -> str:
+    """28 -> '28x28' (2-D), (16, 8) -> '16x8'."""
+    return "x".join(str(s) for s in ((size,) * dims if isinstance(size, int) else size))
 
 
 class Block(nn.Module):
     """One step of the encoder or decoder path: a ResBlock, optional self-attention, optional
-    cross-attention to the text, optional upsampling."""
+    cross-attention to the text, optional upsampling; a video UNet's blocks also mix frames
+    (temporal convolution after the ResBlock, temporal attention after the self-attention)."""
 
-    def __init__(self, res: ResBlock, attn: Attention | None = None, up: Upsample | None = None,
-                 cross: CrossAttention | None = None) -> None:
+    def __init__(self, res: ResBlock, attn: MapSelfAttention | None = None, up: Upsample | None = None,
+                 cross: MapCrossAttention | None = None, tconv: TemporalConv | None = None,
+                 tattn: TemporalAttention | None = None) -> None:
         super().__init__()
         self.res, self.attn, self.cross, self.up = res, attn, cross, up
+        if tconv is not None:  # registered only for video, so image state dicts keep their keys
+            self.tconv, self.tattn = tconv, tattn
+        else:
+            self.tconv = self.tattn = None
 
-    def forward(self, x: Tensor, emb: Tensor, size: tuple[int, int] | None = None,
-                context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, size: Sequence[int] | None = None,
+                context: Tensor | None = None, context_mask: Tensor | None = None, frames: int = 0,
+                frame_mask: Tensor | None = None) -> Tensor:
         x = self.res(x, emb)
+        if self.tconv is not None:
+            x = self.tconv(x, frames, frame_mask)
         if self.attn is not None:
             x = self.attn(x)
+        if self.tattn is not None:
+            x = self.tattn(x, frames, frame_mask)
         if self.cross is not None:
             x = self.cross(x, context, context_mask)
         if self.up is not None:
             x = self.up(x, size)
         return x
 
-    def flops(self, h: int, w: int, size: tuple[int, int] | None = None, tokens: int = 0) -> int:
-        n = self.res.flops(h, w) + (self.attn.flops(h, w) if self.attn is not None else 0)
-        n += self.cross.flops(h, w, tokens) if self.cross is not None else 0
-        return n + (self.up.flops(*size) if self.up is not None else 0)
+    def flops(self, shape: Sequence[int], size: Sequence[int] | None = None, tokens: int = 0,
+              frames: int = 0) -> int:
+        """Per frame (per clip of ``frames`` frames for video) at input size ``shape``."""
+        P = math.prod(shape)
+        n = self.res.flops(shape) + (self.attn.flops(P) if self.attn is not None else 0)
+        n += self.cross.flops(P, tokens) if self.cross is not None else 0
+        n += self.up.flops(size) if self.up is not None else 0
+        if self.tconv is not None:
+            n = n * frames + self.tconv.flops(frames, shape) + self.tattn.flops(frames, P)
+        return n
 
 
 class UNet(nn.Module):
@@ -312,52 +240,55 @@ class UNet(nn.Module):
         super().__init__()
         cfg.validate()
         self.config = cfg
-        mc, groups = cfg.model_channels, cfg.norm_groups
+        mc, groups, d = cfg.model_channels, cfg.norm_groups, cfg.dims
         emb_dim = 4 * mc
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # index num_classes is the learned "null" class of classifier-free guidance (Ho & Salimans 2022)
         self.label_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.conditional else None
         self.pooled_embed = nn.Linear(cfg.context_dim, emb_dim) if cfg.text_conditional else None
 
-        def res(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_dim, cfg.dropout, cfg.use_scale_shift_norm, groups)
-
-        def attn(ch: int) -> Attention:
-            return Attention(ch, cfg.heads(ch), groups)
-
-        def cross(ch: int, size: int | None) -> CrossAttention | None:  # size None: the middle block
-            if not cfg.text_conditional or (size is not None and size not in cfg.cross_resolutions):
-                return None
-            return CrossAttention(ch, cfg.context_dim, cfg.heads(ch), groups)
+        def block(c_in: int, c_out: int, size: int | None, attend: bool, up: bool | None = None) -> Block:
+            # size None: the middle block (self- and cross-attention always); up None: an encoder block.
+            # Layers are made in the order the 2-D UNet always made them (the same seed, the same init).
+            heads = cfg.heads(c_out)
+            temporal = (TemporalConv(c_out), TemporalAttention(c_out, heads, groups, max(cfg.frames - 1, 1))) \
+                if cfg.video else (None, None)
+            if up is not None:
+                a = MapSelfAttention(c_out, heads, groups) if attend else None
+                u = Upsample(c_out, d) if up else None
+            res = ResBlock(c_in, c_out, emb_dim, cfg.dropout, cfg.use_scale_shift_norm, groups, d)
+            if up is None:
+                a, u = MapSelfAttention(c_out, heads, groups) if attend else None, None
+            cross = cfg.text_conditional and (size is None or size in cfg.cross_resolutions)
+            return Block(res, a, u, MapCrossAttention(c_out, cfg.context_dim, heads, groups) if cross else None,
+                         *temporal)
 
         sizes = cfg.resolutions()
-        p2 = cfg.patch_size ** 2
-        self.conv_in = nn.Conv2d(cfg.in_channels * p2, mc, 3, padding=1)
-        # initialised to 2-D sinusoids (half the channels encode the row, half the column), then learned
-        self.pos_embed = nn.Parameter(grid_sinusoids(sizes[0], mc)) if cfg.position_embedding else None
+        self.conv_in = conv_nd(d, cfg.in_channels * cfg.patch_size ** d, mc, 3, padding=1)
+        # initialised to n-D sinusoids (for 2-D: half the channels encode the row, half the column), then learned
+        self.pos_embed = nn.Parameter(grid_sinusoids(cfg.level_shapes()[0], mc)) if cfg.position_embedding else None
         self.down = nn.ModuleList()            # Block | Downsample; each output is a skip
         skip_ch, ch = [mc], mc
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
                 out = mc * mult
-                self.down.append(Block(res(ch, out), attn(out) if sizes[level] in cfg.attention_resolutions else None,
-                                       cross=cross(out, sizes[level])))
+                self.down.append(block(ch, out, sizes[level], sizes[level] in cfg.attention_resolutions))
                 ch = out
                 skip_ch.append(ch)
             if level < len(cfg.channel_mult) - 1:
-                self.down.append(Downsample(ch))
+                self.down.append(Downsample(ch, d))
                 skip_ch.append(ch)
-        self.mid = nn.ModuleList([Block(res(ch, ch), attn(ch), cross=cross(ch, None)), Block(res(ch, ch))])
+        self.mid = nn.ModuleList([block(ch, ch, None, True), block(ch, ch, -1, False)])
         self.up = nn.ModuleList()              # Block, each consuming one skip
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
                 out = mc * mult
-                a = attn(out) if sizes[level] in cfg.attention_resolutions else None
-                u = Upsample(out) if level > 0 and i == cfg.num_res_blocks else None
-                self.up.append(Block(res(ch + skip_ch.pop(), out), a, u, cross(out, sizes[level])))
+                up = level > 0 and i == cfg.num_res_blocks
+                self.up.append(block(ch + skip_ch.pop(), out, sizes[level], sizes[level] in cfg.attention_resolutions,
+                                     up))
                 ch = out
-        self.norm_out = nn.GroupNorm(norm_groups(ch, groups), ch, eps=GN_EPS)
-        self.conv_out = nn.Conv2d(ch, cfg.out_ch * p2, 3, padding=1)
+        self.norm_out = group_norm(ch, groups)
+        self.conv_out = conv_nd(d, ch, cfg.out_ch * cfg.patch_size ** d, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -383,12 +314,19 @@ class UNet(nn.Module):
         return emb
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                context_mask: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
-        """x (B, C, H, W), t (B,) or scalar timesteps (floats allowed), y (B,) class ids or None
-        (num_classes = the null class) -> (B, out_channels, H, W). A text-conditional UNet also takes
-        the caption's token embeddings ``context`` (B, S, context_dim), which of them are real tokens
-        ``context_mask`` (B, S) bool (None: all), and its ``pooled`` embedding (B, context_dim)."""
+                context_mask: Tensor | None = None, pooled: Tensor | None = None,
+                frame_mask: Tensor | None = None) -> Tensor:
+        """x (B, C, *S) (video: (B, C, F, *S)), t (B,) or scalar timesteps (floats allowed), y (B,) class
+        ids or None (num_classes = the null class) -> (B, out_channels, *S) (video: (B, out, F, *S)).
+        A text-conditional UNet also takes the caption's token embeddings ``context`` (B, S, context_dim),
+        which of them are real tokens ``context_mask`` (B, S) bool (None: all), and its ``pooled``
+        embedding (B, context_dim). A video UNet takes ``frame_mask`` (B, F) bool: False frames are
+        independent images (None: every frame belongs to its clip)."""
         cfg = self.config
+        want = cfg.dims + 2 + cfg.video
+        if x.dim() != want:
+            what = f"(B, C, F, {cfg.dims} spatial dims)" if cfg.video else f"(B, C, {cfg.dims} spatial dims)"
+            raise ValueError(f"this UNet takes x of {want} dims {what}, got {tuple(x.shape)}")
         if cfg.text_conditional:
             if context is None or context.dim() != 3 or context.shape[0] != x.shape[0] \
                     or context.shape[2] != cfg.context_dim:
@@ -400,44 +338,63 @@ class UNet(nn.Module):
         elif context is not None:
             raise ValueError("this UNet has no cross-attention (model.context_dim is 0); pass context=None")
         emb = F.silu(self.embed(t, y, x.shape[0], pooled))  # (B, E); every block's embedding layer starts with SiLU
+        frames = 0
+        if cfg.video:  # fold the frames into the batch: (B, C, F, *S) -> (B·F, C, *S)
+            B, C, frames = x.shape[:3]
+            if frame_mask is not None and tuple(frame_mask.shape) != (B, frames):
+                raise ValueError(f"frame_mask must be (B, F) = {(B, frames)}, got {tuple(frame_mask.shape)}")
+            x = x.transpose(1, 2).reshape(B * frames, C, *x.shape[3:])
+            emb = emb.repeat_interleave(frames, 0)
+            if context is not None:
+                context = context.repeat_interleave(frames, 0)
+                context_mask = None if context_mask is None else context_mask.repeat_interleave(frames, 0)
+        elif frame_mask is not None:
+            raise ValueError("frame_mask is for video UNets (model.frames > 0)")
         p = cfg.patch_size
-        h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)  # (B, mc, H/p, W/p)
+        h = self.conv_in(pixel_unshuffle(x, p))  # (B, mc, *S/p)
         if self.pos_embed is not None:
             h = h + self.pos_embed
         skips = [h]
         for blk in self.down:
-            h = blk(h, emb, None, context, context_mask) if isinstance(blk, Block) else blk(h)
+            h = blk(h, emb, None, context, context_mask, frames, frame_mask) if isinstance(blk, Block) else blk(h)
             skips.append(h)
         for blk in self.mid:
-            h = blk(h, emb, None, context, context_mask)
+            h = blk(h, emb, None, context, context_mask, frames, frame_mask)
         for blk in self.up:
             h = torch.cat((h, skips.pop()), dim=1)
-            h = blk(h, emb, skips[-1].shape[-2:] if blk.up is not None else None, context, context_mask)
-        n = self.norm_out
-        out = self.conv_out(F.silu(F.group_norm(h, n.num_groups, n.weight, n.bias, n.eps)))
-        return F.pixel_shuffle(out, p) if p > 1 else out  # channel c*p^2 + i*p + j -> pixel (i, j) of channel c
+            size = skips[-1].shape[2:] if blk.up is not None else None
+            h = blk(h, emb, size, context, context_mask, frames, frame_mask)
+        out = self.conv_out(F.silu(apply_norm(h, self.norm_out)))
+        out = pixel_shuffle(out, p)  # channel c·p^d + patch offset -> that pixel of channel c
+        if cfg.video:
+            out = out.reshape(-1, frames, *out.shape[1:]).transpose(1, 2)  # (B, out, F, *S)
+        return out
 
     def flops_per_image(self, tokens: int = 0) -> int:
-        """Forward FLOPs for one image (2 per multiply-add) of convolutions, linear layers and attention
-        matmuls, with a caption of ``tokens`` tokens for a text-conditional UNet; normalisation and
-        elementwise work are left out, as in ``torch.utils.flop_counter``."""
+        """Forward FLOPs for one sample (2 per multiply-add) of convolutions, linear layers and attention
+        matmuls, with a caption of ``tokens`` tokens for a text-conditional UNet (a video UNet: one clip
+        of ``frames`` frames); normalisation and elementwise work are left out, as in
+        ``torch.utils.flop_counter``."""
         cfg = self.config
-        mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
+        mc, emb_dim, frames = cfg.model_channels, 4 * cfg.model_channels, cfg.frames
         n = 2 * mc * emb_dim + 2 * emb_dim * emb_dim     # time MLP
         n += 2 * cfg.context_dim * emb_dim if cfg.text_conditional else 0
-        h = w = cfg.image_size // cfg.patch_size
-        n += _conv_flops(self.conv_in.in_channels, mc, 3, h, w)
-        skips = [(h, w)]
+        per_frame = max(frames, 1)                        # per-frame layers outside the blocks
+        shape = cfg.level_shapes()[0]
+        n += conv_flops(self.conv_in.in_channels, mc, 3, shape) * per_frame
+        skips = [shape]
         for blk in self.down:
-            n += blk.flops(h, w, None, tokens) if isinstance(blk, Block) else blk.flops(h, w)
             if isinstance(blk, Downsample):
-                h, w = (h + 1) // 2, (w + 1) // 2
-            skips.append((h, w))
-        n += sum(blk.flops(h, w, None, tokens) for blk in self.mid)
+                n += blk.flops(shape) * per_frame
+                shape = tuple((s + 1) // 2 for s in shape)
+            else:
+                n += blk.flops(shape, None, tokens, frames)
+            skips.append(shape)
+        n += sum(blk.flops(shape, None, tokens, frames) for blk in self.mid)
         for blk in self.up:
             skips.pop()
             size = skips[-1] if blk.up is not None else None
-            n += blk.flops(h, w, size, tokens)
+            n += blk.flops(shape, size, tokens, frames)
             if size is not None:
-                h, w = size
-        return n + _conv_flops(self.conv_out.in_channels, self.conv_out.out_channels, 3, h, w)
+                shape = size
+        return n + conv_flops(self.conv_out.in_channels, self.conv_out.out_channels, 3, shape) * per_frame

@@ -1,7 +1,8 @@
 """Multi-head attention through ``F.scaled_dot_product_attention``, with a KV cache.
 
 One module serves self-attention (causal or not) and cross-attention, so the
-decoder-only GPT and the encoder-decoder translator share it. Shapes:
+decoder-only GPT, the encoder-decoder translator and the UNet's attention over
+feature maps (:mod:`aigc.nn.map_attention`) share it. Shapes:
 B batch, T query length, S key length, H heads, D head size, C = H * D.
 """
 from __future__ import annotations
@@ -51,15 +52,16 @@ class MultiHeadAttention(nn.Module):
     """softmax(Q K^T / sqrt(D)) V over H heads, with fused Q/K/V projections."""
 
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 cross: bool = False, attn_dropout: float | None = None) -> None:
-        """``dropout`` on the output; ``attn_dropout`` (default: the same) on the attention weights."""
+                 cross: bool = False, attn_dropout: float | None = None, memory_dim: int | None = None) -> None:
+        """``dropout`` on the output; ``attn_dropout`` (default: the same) on the attention weights;
+        ``memory_dim``: width of the cross-attended sequence (default ``d_model``)."""
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"width {d_model} is not divisible by {n_head} heads")
         self.n_head, self.head_dim, self.cross = n_head, d_model // n_head, cross
         if cross:
             self.q = nn.Linear(d_model, d_model, bias=bias)
-            self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+            self.kv = nn.Linear(memory_dim or d_model, 2 * d_model, bias=bias)
         else:
             self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
@@ -78,8 +80,9 @@ class MultiHeadAttention(nn.Module):
 
         Self-attention: ``causal`` masks the future; with ``cache`` the new keys
         are appended and the queries attend to everything cached. ``mask`` is a
-        boolean (B|1, 1, T|1, S) "may attend" mask. Cross-attention attends to
-        ``memory`` (B, S, C), or to its precomputed ``memory_kv`` (B, H, S, D) pair.
+        boolean (B|1, 1, T|1, S) "may attend" mask, or an additive float one (a
+        position bias). Cross-attention attends to ``memory`` (B, S, memory_dim), or
+        to its precomputed ``memory_kv`` (B, H, S, D) pair.
         """
         B, T, C = x.shape
         if self.cross:
@@ -112,7 +115,7 @@ class MultiHeadAttention(nn.Module):
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of the cross-attended sequence, (B, H, S, D) each; compute once per input."""
-        B, S, C = memory.shape
+        B, S, _ = memory.shape
         kv = self.kv(memory).view(B, S, 2, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1]
 

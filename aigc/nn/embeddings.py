@@ -1,7 +1,8 @@
-"""Position embeddings: rotary (RoPE, Su et al. 2021), sinusoidal (Vaswani et al. 2017) and 2-D sinusoidal maps."""
+"""Position embeddings: rotary (RoPE, Su et al. 2021), sinusoidal (Vaswani et al. 2017) and n-D sinusoidal maps."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,15 +46,20 @@ def sinusoidal_table(max_len: int, dim: int) -> Tensor:
     return table.float()
 
 
-def grid_sinusoids(size: int, channels: int) -> Tensor:
-    """A (1, channels, size, size) 2-D position map: the first half of the channels is the
-    sinusoidal table of the row index, the second half that of the column (as in MAE's 2-D
-    sin-cos embedding, He et al. 2022); an odd last channel stays zero."""
-    half = channels // 2
-    if half < 1:
-        raise ValueError(f"a 2-D position embedding needs at least 2 channels, got {channels}")
-    table = sinusoidal_table(size, half).t()                               # (half, size)
-    out = torch.zeros(1, channels, size, size)
-    out[0, :half] = table[:, :, None].expand(half, size, size)             # varies along rows
-    out[0, half:2 * half] = table[:, None, :].expand(half, size, size)     # varies along columns
+def grid_sinusoids(size: int | Sequence[int], channels: int) -> Tensor:
+    """A (1, channels, *size) position map over d = len(size) axes (an int: a square 2-D map). The
+    channels are cut into d equal parts; part a is the sinusoidal table of the index along axis a
+    (for 2-D: rows, then columns, as MAE's 2-D sin-cos embedding, He et al. 2022); the channels
+    left over stay zero."""
+    sizes = (size, size) if isinstance(size, int) else tuple(size)
+    d = len(sizes)
+    part = channels // d
+    if part < 1:
+        raise ValueError(f"a {d}-D position embedding needs at least {d} channels, got {channels}")
+    out = torch.zeros(1, channels, *sizes)
+    for a, n in enumerate(sizes):
+        table = sinusoidal_table(n, part).t()                              # (part, n)
+        view = [part] + [1] * d
+        view[1 + a] = n
+        out[0, a * part:(a + 1) * part] = table.reshape(view).expand(part, *sizes)  # varies along axis a
     return out
