@@ -128,8 +128,12 @@ def _norm(kind: str, ch: int) -> nn.Module:
     return nn.BatchNorm2d(ch) if kind == "batch" else nn.GroupNorm(8, ch)
 
 
-class ResBlock(nn.Module):
-    """x -> conv3x3(stride) -> norm -> ReLU -> conv3x3 -> norm, + skip (1x1 conv when the shape changes)."""
+class BasicBlock(nn.Module):
+    """The "basic block" of a ResNet (He et al. 2016): x -> conv3x3(stride) -> norm -> ReLU -> conv3x3 ->
+    norm, + skip (1x1 conv when the shape changes), ReLU. A classifier's block, post-activation, strided,
+    BatchNorm by default and unconditioned: not the diffusion UNet's pre-norm, timestep-modulated,
+    zero-initialised :class:`aigc.nn.conv.ResBlock`, whose job (the identity at init, an embedding in
+    every block) is a different one."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, norm: str) -> None:
         super().__init__()
@@ -157,7 +161,7 @@ class ImageTower(nn.Module):
         c_in = c0
         for s, c in enumerate(cfg.channels):
             for b in range(cfg.blocks):
-                blocks.append(ResBlock(c_in, c, 2 if s > 0 and b == 0 else 1, cfg.norm))
+                blocks.append(BasicBlock(c_in, c, 2 if s > 0 and b == 0 else 1, cfg.norm))
                 c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = c_in

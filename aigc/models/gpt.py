@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn.attention import KVCache, MultiHeadAttention
-from ..nn.activations import activation
-from ..nn.embeddings import Rotary, apply_rotary
+from ..nn.attention import KVCache, MultiHeadAttention, attention_step
+from ..nn.blocks import FeedForward, feed_forward_step
+from ..nn.embeddings import Rotary
 from ..nn.skinny import rows_linear
 
 
@@ -55,16 +55,11 @@ class GPTConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.act = activation(cfg.activation)
-        self.dropout = nn.Dropout(cfg.dropout)
+class MLP(FeedForward):
+    """The shared feed-forward block (aigc.nn.blocks), C -> mlp_ratio·C -> C, sized by a GPTConfig."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, cfg.activation, cfg.dropout, bias=cfg.bias)
 
 
 class Block(nn.Module):
@@ -151,11 +146,10 @@ class GPT(nn.Module):
     def _decode(self, idx: Tensor, cache: KVCache, positions: Tensor | None, mask: Tensor | None) -> Tensor:
         """``forward`` for one new token per row (B, 1) after ``cache``: the decoding step.
 
-        The same computation on (B, C) rows, written out with few operations:
-        decoding a small model is bound by per-operation overhead (a module call
-        or attribute lookup costs about as much as a small op, so the weights are
-        gathered once per cache), a large one by reading the weights (``_rows``).
-        Returns logits (B, 1, V).
+        The same blocks on (B, C) rows through the shared decoding-step functions
+        (:func:`~aigc.nn.attention.attention_step`, :func:`~aigc.nn.blocks.feed_forward_step`), on
+        weights gathered once per cache: decoding a small model is bound by per-operation overhead,
+        a large one by reading the weights (``rows_linear``). Returns logits (B, 1, V).
         """
         B = idx.size(0)
         past = cache.length
@@ -174,15 +168,12 @@ class GPT(nn.Module):
                 x += self.wpe(positions.view(-1))
             rope = self.rotary(positions) if self.rotary is not None else None
         C, H = self.config.n_embd, self.config.n_head
-        act = activation(self.config.activation)
+        act = self.blocks[0].mlp.act
         for i, (ln_1, qkv, proj, ln_2, fc, fc_proj) in enumerate(blocks):
-            q, k, v = rows_linear(F.layer_norm(x, (C,), *ln_1), *qkv).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            k, v = cache.write(i, k, v)  # (B, H, S, D): the query sees every cached key (or ``mask``'s)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
-            x += rows_linear(y.reshape(B, C), *proj)
-            x += rows_linear(act(rows_linear(F.layer_norm(x, (C,), *ln_2), *fc)), *fc_proj)
+            # the query sees every cached key (or ``mask``'s)
+            x += attention_step(F.layer_norm(x, (C,), *ln_1), qkv, proj, H, cache, i, mask=mask, rope=rope,
+                                linear=rows_linear)
+            x += feed_forward_step(F.layer_norm(x, (C,), *ln_2), fc, fc_proj, act, rows_linear)
         cache.advance(1)
         return rows_linear(F.layer_norm(x, (C,), *ln_f), head, None).contiguous().unsqueeze(1)
 

@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn.activations import ACTIVATIONS
-from ..nn.attention import KVCache, MultiHeadAttention
+from ..nn.attention import KVCache, MultiHeadAttention, attention_step, cross_attention_step
 from ..nn.blocks import EncoderLayer as _EncoderLayer
 from ..nn.blocks import FeedForward as _FeedForward
-from ..nn.blocks import Residual
+from ..nn.blocks import Residual, feed_forward_step
 from ..nn.embeddings import sinusoidal_table
-from ..nn.skinny import output_logits, skinny_linear
+from ..nn.skinny import output_logits
 
 
 @dataclass
@@ -319,6 +319,14 @@ class DecodeState:
             G, c = self.group, self.filled
             self.ancestry[:, c:c + G].view(self.sources, G, G).copy_(self._own)
 
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this step's keys/values (B, H, G, D) at key column ``filled`` + beam; return every
+        column written so far (B, H, filled+G, D) (the rows' own paths are picked by ``self_mask``)."""
+        c, end = self.filled, self.filled + self.group
+        self.k[layer, :, :, c:end] = k
+        self.v[layer, :, :, c:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
     def end_step(self) -> None:
         self.length += 1
         self.filled += self.group
@@ -406,43 +414,25 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 # Module calls cost microseconds each; a decoding step makes dozens, so call the functions.
-def _linear(x: Tensor, layer: nn.Linear) -> Tensor:
-    return skinny_linear(x, layer.weight, layer.bias)
-
-
 def _norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
+def _w(layer: nn.Linear) -> tuple[Tensor, Tensor | None]:
+    return layer.weight, layer.bias
+
+
 def _feed_forward(x: Tensor, ff: FeedForward) -> Tensor:
-    h = _linear(x, ff.fc)
-    h = h.relu_() if ff.act is F.relu else ff.act(h)
-    return _linear(h, ff.proj)
+    return feed_forward_step(x, _w(ff.fc), _w(ff.proj), ff.act)
 
 
 def _self_attn_step(x: Tensor, attn: MultiHeadAttention, state: DecodeState, layer: int) -> Tensor:
     """Causal self-attention of one new position per row: x (N, C) -> (N, C)."""
-    N, C = x.shape
-    B, G, H, D, c = state.sources, state.group, attn.n_head, attn.head_dim, state.filled
-    q, k, v = _linear(x, attn.qkv).view(B, G, 3, H, D).transpose(1, 3).unbind(2)  # (B, H, G, D) each
-    state.k[layer, :, :, c:c + G] = k
-    state.v[layer, :, :, c:c + G] = v
-    end = c + G
-    y = F.scaled_dot_product_attention(q, state.k[layer, :, :, :end], state.v[layer, :, :, :end],
-                                       attn_mask=state.self_mask())  # (B, H, G, D)
-    return _linear(y.transpose(1, 2).reshape(N, C), attn.proj)
+    return attention_step(x, _w(attn.qkv), _w(attn.proj), attn.n_head, state, layer, group=state.group,
+                          mask=state.self_mask())
 
 
 def _cross_attn_step(x: Tensor, attn: MultiHeadAttention, state: DecodeState, layer: int) -> Tensor:
     """Cross-attention of each source's rows to its memory: x (N, C) -> (N, C)."""
-    N, C = x.shape
-    B, G, H, D = state.sources, state.group, attn.n_head, attn.head_dim
-    q = _linear(x, attn.q).mul_(D ** -0.5).view(B, G, H, D).transpose(1, 2)  # (B, H, G, D), scaled
-    k, v = state.memory_kv[layer]
-    # softmax(q k^T / sqrt(D)) v as two batched matmuls: for a few query rows against a short
-    # memory they beat the fused kernel (0.76 against 1.15 ms a layer, 32 sources x 4 beams, one core)
-    scores = torch.matmul(q, k.transpose(-1, -2))                      # (B, H, G, S)
-    if state.src_mask is not None:
-        scores.add_(state.src_mask)
-    y = torch.matmul(torch.softmax(scores, -1), v)                       # (B, H, G, D)
-    return _linear(y.transpose(1, 2).reshape(N, C), attn.proj)
+    return cross_attention_step(x, _w(attn.q), _w(attn.proj), attn.n_head, state.memory_kv[layer],
+                                group=state.group, mask=state.src_mask)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import activation as activation_fn
-from .attention import MultiHeadAttention
+from .attention import Linear, MultiHeadAttention
+from .skinny import skinny_linear
 
 
 class FeedForward(nn.Module):
@@ -28,6 +30,15 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, C)
         return self.dropout(self.proj(self.inner_dropout(self.act(self.fc(x)))))
+
+
+def feed_forward_step(x: Tensor, fc: Linear, proj: Linear, act: Callable[[Tensor], Tensor],
+                      linear=skinny_linear) -> Tensor:
+    """``FeedForward.forward`` (no dropout) on decoding rows x (N, C) and weights passed in (see
+    :func:`aigc.nn.attention.attention_step`)."""
+    h = linear(x, *fc)
+    h = h.relu_() if act is F.relu else act(h)
+    return linear(h, *proj)
 
 
 class Residual(nn.Module):
