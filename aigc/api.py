@@ -1,21 +1,25 @@
 """The public Python API: ``aigc.load(run)`` gives a reusable model object.
 
 A loaded model holds no global state and can serve many calls; generation
-takes a per-piece callback (streaming, progress, cancellation).
+takes a per-piece callback (streaming, progress, cancellation). Which class it
+is follows from the family the checkpoint records (:mod:`aigc.families`).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from . import checkpoint as ckpt
+from .diffusion import SamplingConfig, sampling_config
 from .errors import CheckpointError
-from .pipelines.experts import ExpertImageModel, is_experts_folder, load_experts
-from .pipelines.image import ImageModel, load_image_model, load_t2i_model
-from .pipelines.text import GenerationConfig, TextModel, generation_config, load_text_model
-from .pipelines.translate import Translator, load_translator
-from .train import checkpoint as ckpt
-
+from .families import FAMILIES
+from .families.image.experts import ExpertImageModel
+from .families.image.model import ImageModel
+from .families.text.model import GenerationConfig, TextModel, generation_config
+from .families.translate.model import Translator
+from .generate.seq2seq import DecodeConfig
 
 Model = TextModel | Translator | ImageModel
 
@@ -23,34 +27,31 @@ Model = TextModel | Translator | ImageModel
 def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Model:
     """Load a trained model from a run folder (its best checkpoint) or a checkpoint folder.
 
-    ``ema`` prefers the EMA weights when the run kept them. A folder with ``experts.json`` joins
-    image runs trained on different noise levels (:mod:`aigc.pipelines.experts`).
+    ``ema`` prefers the EMA weights when the run kept them. A family may also open folders that are not
+    one checkpoint (image: a folder with ``experts.json`` joins runs trained on different noise levels).
     """
-    if is_experts_folder(path):
-        return load_experts(path, load, ema=ema, device=device)
+    for family in FAMILIES:
+        if family.folder_loader:
+            model = family.ref("folder_loader")(path, load, ema=ema, device=device)
+            if model is not None:
+                return model
     folder = ckpt.resolve(path)
     config = ckpt.read_config(folder)
-    kind = config.get("kind")
-    if kind == "gpt":
-        return load_text_model(folder, config, ema, device)
-    if kind == "seq2seq":
-        return load_translator(folder, config, ema, device)
-    if kind == "unet":
-        return load_image_model(folder, config, ema, device)
-    if kind == "t2i":
-        return load_t2i_model(folder, config, ema, device)
-    raise CheckpointError(f"'{path}' holds a '{kind}' model, which this version of aigc cannot load")
+    family = FAMILIES.by_kind(config.get("kind"))
+    if family is None:
+        raise CheckpointError(f"'{path}' holds a '{config.get('kind')}' model, which this version of aigc "
+                              f"cannot load (it knows {', '.join(f.kind for f in FAMILIES)})")
+    return family.ref("loader")(folder, config, ema, device)
 
 
-def load_kind(path: str | Path, kind: type, **kwargs) -> Model:
-    """``load``, then check that the model is of the expected kind (for the CLI)."""
+def load_kind(path: str | Path, kind: type, **kwargs: Any) -> Model:
+    """``load``, then check that the model is of the expected class (for the CLI)."""
     model = load(path, **kwargs)
     if not isinstance(model, kind):
-        what = {TextModel: "a language model", Translator: "a translation model",
-                ImageModel: "an image diffusion model"}[kind]
-        raise CheckpointError(f"'{path}' is not {what}")
+        titles = [f.title for f in FAMILIES.by_facade(kind)]
+        raise CheckpointError(f"'{path}' is not {' or '.join(dict.fromkeys(titles)) or kind.__name__}")
     return model
 
 
-__all__ = ["load", "load_kind", "TextModel", "Translator", "ImageModel", "ExpertImageModel", "GenerationConfig",
-           "generation_config"]
+__all__ = ["load", "load_kind", "Model", "TextModel", "Translator", "ImageModel", "ExpertImageModel",
+           "GenerationConfig", "generation_config", "SamplingConfig", "sampling_config", "DecodeConfig"]

@@ -35,7 +35,7 @@ from common import (emit_json, interleave, matmul_peak_gflops, median, rounded, 
 
 from aigc.diffusion.config import DiffusionConfig  # noqa: E402
 from aigc.models.unet import UNet  # noqa: E402
-from aigc.recipes.image import preset  # noqa: E402
+from aigc.families.image.recipe import preset  # noqa: E402
 from aigc.train.optim import make_adamw, param_groups  # noqa: E402
 
 SIZE, CLASSES = 28, 10

@@ -38,7 +38,7 @@ from common import emit_json, rounded, setup, table  # noqa: E402
 
 import aigc  # noqa: E402
 from aigc.data.images import from_model_range  # noqa: E402
-from aigc.diffusion import SAMPLERS  # noqa: E402
+from aigc.diffusion import SamplingConfig, sample  # noqa: E402
 from aigc.eval.fid import InceptionFeatures, fid_kid, reference_stats  # noqa: E402
 
 
@@ -134,7 +134,7 @@ def main() -> None:
             if sampler.startswith("peer"):
                 x = run_peer(sampler, fn, noise[sl], im.process, nfe, g)
             else:
-                x = SAMPLERS[sampler](fn, noise[sl], im.process, nfe, generator=g)
+                x = sample(fn, noise[sl], im.process, SamplingConfig(sampler, nfe), generator=g)
             out.append(from_model_range(x))
         seconds = time.perf_counter() - t0
         scores = fid_kid(features(torch.cat(out)), ref, kid_subset_size=min(1000, args.n, ref.count))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aigc.api import load_kind  # noqa: E402
 from aigc.data.images import to_model_range  # noqa: E402
 from aigc.data.shapes import load_shapes  # noqa: E402
-from aigc.pipelines.image import ImageModel  # noqa: E402
+from aigc.families.image.model import ImageModel  # noqa: E402
 
 REVERSED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 RELATION = re.compile("|".join(REVERSED))

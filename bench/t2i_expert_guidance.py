@@ -26,9 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aigc.api import load_kind  # noqa: E402
-from aigc.pipelines.experts import ExpertImageModel  # noqa: E402
-from aigc.pipelines.image import ImageModel  # noqa: E402
-from aigc.pipelines.t2i_eval import evaluate_shapes_adherence  # noqa: E402
+from aigc.families.image.experts import ExpertImageModel  # noqa: E402
+from aigc.families.image.model import ImageModel  # noqa: E402
+from aigc.diffusion import SamplingConfig  # noqa: E402
+from aigc.eval.t2i_shapes import evaluate_shapes_adherence  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -51,7 +52,8 @@ def sweep(folder: str, detail: list[float], layout: list[float], switches: list[
         scales = [None] * (len(models) - 1) + [g_layout]
         im = ExpertImageModel(models, joined.path, scales)
         t0 = time.perf_counter()
-        result = evaluate_shapes_adherence(im, n=n, guidance=(g_detail,), steps=steps, seed=seed, start=start)
+        result = evaluate_shapes_adherence(im, SamplingConfig(steps=steps, seed=seed), n=n, guidance=(g_detail,),
+                                           start=start)
         by_split = {s["split"]: s for s in result["scores"]}
         seen, held = by_split["seen"], by_split["heldout"]
         rows.append({"switch": switch, "detail_guidance": g_detail, "layout_guidance": g_layout,

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aigc.api import load_kind  # noqa: E402
 from aigc.plotting import label_font  # noqa: E402
-from aigc.generate.images import make_grid, save_png, to_pil  # noqa: E402
-from aigc.pipelines.image import ImageModel  # noqa: E402
+from aigc.data.image_files import make_grid, save_png, to_pil  # noqa: E402
+from aigc.families.image.model import ImageModel  # noqa: E402
 
 
 def labelled_grid(rows: list[torch.Tensor], prompts: list[str], zoom: int) -> torch.Tensor:

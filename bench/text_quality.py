@@ -5,7 +5,7 @@
 The ``fortunes`` corpus, char-level tokens, the ``small`` preset (4 layers,
 4 heads, 128 wide, context 64, batch 12; AdamW lr 1e-3, warmup 100, cosine to
 1e-4 fitted to the wall-clock budget, beta2 0.99, weight decay 0.1, clip 1.0).
-Ours trains through ``aigc.recipes.text.train_text`` (the product path); the
+Ours trains through ``aigc.families.text.recipe.train`` (the product path); the
 peer, ``GPT2LMHeadModel`` at its fastest (SDPA, fused AdamW, our preset's
 GELU: the faster one on this CPU), in a minimal loop that draws the same ``TokenWindows`` batches and
 fits the same time-based cosine. They run one after the other. Both are then
@@ -33,11 +33,11 @@ from common import PEER_ACTIVATION, emit_json, rounded, setup, table, timed_alon
 from aigc.data import load_text_corpus  # noqa: E402
 from aigc.data.lm import TokenWindows  # noqa: E402
 from aigc.models.gpt import GPT  # noqa: E402
-from aigc.recipes.text import encode, preset, train_text  # noqa: E402
+from aigc.families.text.recipe import encode, preset, train as train_text  # noqa: E402
 from aigc.tokenizers import train_tokenizer  # noqa: E402
-from aigc.train import checkpoint as ckpt  # noqa: E402
+from aigc import checkpoint as ckpt  # noqa: E402
 from aigc.train.optim import lr_at, param_groups  # noqa: E402
-from aigc.train.state import load_unique_state  # noqa: E402
+from aigc.checkpoint.state import load_unique_state  # noqa: E402
 
 
 @torch.no_grad()

@@ -53,8 +53,8 @@ from aigc.data.batching import IGNORE, TokenBatches  # noqa: E402
 from aigc.generate.seq2seq import DecodeConfig, beam_search  # noqa: E402
 from aigc.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from aigc.objectives.seq2seq import label_smoothed_loss  # noqa: E402
-from aigc.pipelines.translate import translate_ids  # noqa: E402
-from aigc.recipes.translate import encode_pairs  # noqa: E402
+from aigc.families.translate.model import translate_ids  # noqa: E402
+from aigc.families.translate.recipe import encode_pairs  # noqa: E402
 from aigc.tokenizers import train_tokenizer  # noqa: E402
 from aigc.train.optim import make_adamw, param_groups  # noqa: E402
 

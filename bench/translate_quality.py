@@ -3,7 +3,7 @@
     python bench/translate_quality.py --minutes M [--test-sentences N] [--preset small] [--out DIR]
                                       [--only ours|peer]
 
-Ours: ``aigc.recipes.translate`` (bible-en-es, en->es, preset ``small``) for M
+Ours: ``aigc.families.translate.recipe`` (bible-en-es, en->es, preset ``small``) for M
 minutes of wall clock (its validation runs inside the budget), then the last
 checkpoints averaged (``aigc.train.average``) and test BLEU with beam 4 through
 the ``Translator`` pipeline.
@@ -48,9 +48,9 @@ from aigc.api import Translator, load_kind  # noqa: E402
 from aigc.data import load_parallel_corpus  # noqa: E402
 from aigc.data.batching import IGNORE, TokenBatches  # noqa: E402
 from aigc.eval.bleu import score_translations  # noqa: E402
-from aigc.pipelines.loading import read_tokenizer  # noqa: E402
-from aigc.recipes import translate as recipe  # noqa: E402
-from aigc.train import checkpoint as ckpt  # noqa: E402
+from aigc.checkpoint.loading import read_tokenizer  # noqa: E402
+from aigc.families.translate import recipe  # noqa: E402
+from aigc import checkpoint as ckpt  # noqa: E402
 from aigc.train.average import average_checkpoints  # noqa: E402
 from aigc.train.optim import lr_at, param_groups  # noqa: E402
 from aigc.train.trainer import step_seed  # noqa: E402
@@ -61,7 +61,7 @@ AVERAGE = 5  # last checkpoints averaged (fewer when the run kept fewer)
 
 def train_ours(cfg, out: Path, n_avg: int) -> tuple[dict, Path, int]:
     t = time.perf_counter()
-    result = recipe.train_translate(cfg, out, progress=False)
+    result = recipe.train(cfg, out, progress=False)
     kept = len(ckpt.step_checkpoints(out))
     n = min(n_avg, kept)
     folder = average_checkpoints(out, n)
@@ -194,7 +194,7 @@ def main() -> None:
     overrides = {"train.max_minutes": str(args.minutes)}
     if args.seed is not None:
         overrides["train.seed"] = str(args.seed)
-    cfg = recipe.build_config(args.preset, "bible-en-es", "en", "es", overrides)
+    cfg = recipe.build_config(args.preset, "bible-en-es", {"src": "en", "tgt": "es", **overrides})
     corpus = load_parallel_corpus(cfg.data, src=cfg.src, tgt=cfg.tgt, dev_size=cfg.dev_size, test_size=cfg.test_size)
     test = corpus.test[:args.test_sentences]
     sources, refs = [s for s, _ in test], [t for _, t in test]

@@ -2,8 +2,8 @@ import pytest
 
 from aigc.config import apply_overrides, from_dict, to_dict
 from aigc.errors import ConfigError
-from aigc.recipes.common import PRESETS
-from aigc.recipes.text import TextRunConfig, build_config, preset
+from aigc.families.runs import PRESETS
+from aigc.families.text.recipe import TextRunConfig, build_config, preset
 
 
 def test_presets_load_and_round_trip():

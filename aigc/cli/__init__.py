@@ -10,8 +10,14 @@ import warnings
 import typer
 
 from ..errors import AigcError
-from . import image, t2i, text, translate  # noqa: F401  (they register their commands)
+from ..families import FAMILIES
+from . import core  # noqa: F401  (registers the commands every family shares: data list, average)
 from .common import app
+from .train import register_train_commands
+
+register_train_commands(FAMILIES)
+for _family in FAMILIES:  # each family's generate / eval / edit commands register themselves
+    _family.ref("cli")
 
 try:  # typer >= 0.16 vendors click under typer._click
     from typer._click import exceptions as click_errors

@@ -27,7 +27,7 @@ def emit_json(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, default=str), flush=True)
 
 
-def parse_overrides(args: list[str], allowed: set[str]) -> dict[str, str]:
+def parse_overrides(args: list[str], allowed: set[str], command: str = "aigc train") -> dict[str, str]:
     """``--model.n_layer=4`` / ``--train.lr 1e-3`` pairs -> {dotted key: text}."""
     out: dict[str, str] = {}
     i = 0
@@ -41,7 +41,7 @@ def parse_overrides(args: list[str], allowed: set[str]) -> dict[str, str]:
                 raise ConfigError(f"option '{arg}' needs a value (--key=value)")
             value, i = args[i + 1], i + 1
         if key.split(".")[0] not in allowed:
-            raise ConfigError(f"unknown option '--{key}'; see 'aigc train text --help' "
+            raise ConfigError(f"unknown option '--{key}'; see '{command} --help' "
                               f"(config overrides start with {', '.join(sorted(allowed))})")
         out[key] = value
         i += 1

@@ -1,4 +1,5 @@
-"""Commands for text-to-image: train t2i, eval t2i (generation is ``aigc generate image --prompt``)."""
+"""Commands for text-to-image: eval t2i (generation is ``aigc generate image --prompt``; ``aigc train t2i``
+comes from the registry)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,49 +7,9 @@ from typing import Optional
 
 import typer
 
-from .common import EXTRA, JSON_HELP, emit_json, eval_app, parse_overrides, train_app
-
-
-@train_app.command("t2i", context_settings=EXTRA)
-def train_t2i_cmd(
-    ctx: typer.Context,
-    data: str = typer.Option("shapes", help="shapes | emoji | a folder of images with captions.jsonl or "
-                                            "captions.tsv."),
-    text_encoder: str = typer.Option("own", help="own (trained with the UNet) | minilm (frozen all-MiniLM-L6-v2)."),
-    preset: str = typer.Option("small", help="tiny | small | base"),
-    out: Path = typer.Option(..., help="Run folder for checkpoints, metrics.jsonl and loss.png."),
-    image_size: Optional[int] = typer.Option(None, help="Image size in pixels (default 32)."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides the preset)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Wall-clock budget; the LR schedule is fitted to it."),
-    seed: Optional[int] = typer.Option(None, help="One seed decides data order, init, noise and timesteps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
-    stop_at: Optional[int] = typer.Option(None, help="Checkpoint and stop at this step (resume later)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Train a text-to-image diffusion model: a Transformer text encoder conditions the UNet through
-    cross-attention. Extra --section.key=value options override the preset, e.g. --model.model_channels=96
-    --text.n_layer=4 --caption_dropout=0.2."""
-    from ..recipes import t2i as recipe
-
-    overrides = parse_overrides(ctx.args, {"model", "train", "diffusion", "text", "tokenizer", "val_images",
-                                           "train_images", "max_text_len", "caption_dropout", "hflip", "shapes"})
-    for key, value in (("train.max_steps", max_steps), ("train.max_minutes", max_minutes), ("train.seed", seed),
-                       ("image_size", image_size)):
-        if value is not None:
-            overrides[key] = str(value)
-    if resume:
-        cfg = recipe.resume_config(out, overrides)
-    else:
-        cfg = recipe.build_config(preset, data, {"text_encoder": text_encoder, **overrides})
-    result = recipe.train_t2i(cfg, out, resume=resume, stop_at=stop_at, progress=progress)
-    if result.get("rank", 0) != 0:
-        return
-    if as_json:
-        emit_json(result)
-    else:
-        print(f"trained {result['params']:,} parameters ({cfg.text_encoder} text encoder) for {result['step']} "
-              f"steps ({result['elapsed_s'] / 60:.1f} min); best val loss {result['best']:.4f}; run in {out}")
+from ..diffusion.sampling import SamplingConfig
+from .common import JSON_HELP, emit_json, eval_app
+from .options import SAMPLING, with_options
 
 
 def _scales(text: str) -> list[float]:
@@ -64,6 +25,7 @@ def _scales(text: str) -> list[float]:
 
 
 @eval_app.command("t2i")
+@with_options(SAMPLING.without("guidance"))
 def eval_t2i_cmd(
     model: Path = typer.Option(..., help="Run folder or checkpoint folder of a text-to-image model."),
     n: int = typer.Option(200, help="shapes: prompts per split (seen and held-out colour-shape combinations). "
@@ -71,15 +33,13 @@ def eval_t2i_cmd(
                                     "fixed subset of the real reference images), and at most this many held-out "
                                     "prompts for retrieval."),
     guidance: str = typer.Option("4", help="Guidance scale(s), comma-separated, e.g. 1,2,4,7."),
-    sampler: str = typer.Option("dpm++sde", help="ddpm | ddim | dpm++ | dpm++sde"),
-    steps: int = typer.Option(25, help="Network evaluations per sample."),
-    seed: int = typer.Option(0, help="Seed of the samples."),
     start: int = typer.Option(0, help="shapes: first test scene of each split (tune settings on one range "
                               "of scenes, report another)."),
     batch_size: int = typer.Option(50, help="Images sampled per batch."),
     plot: Optional[Path] = typer.Option(None, help="Write the scores against guidance as a PNG plot here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    sampling: SamplingConfig = None,
 ) -> None:
     """Measure a text-to-image model at each guidance scale. shapes: prompt adherence (per-attribute and
     overall accuracy read back by the programmatic checker) on seen and held-out colour-shape combinations.
@@ -99,16 +59,15 @@ def eval_t2i_cmd(
         raise ConfigError(f"'{model}' is not a text-to-image model (train one with `aigc train t2i`)")
     data = im.config.get("data")
     if data == "shapes":
-        from ..pipelines.t2i_eval import evaluate_shapes_adherence, plot_adherence
+        from ..eval.t2i_shapes import evaluate_shapes_adherence, plot_adherence
 
-        result = evaluate_shapes_adherence(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
-                                           batch_size=batch_size, start=start, progress=progress)
+        result = evaluate_shapes_adherence(im, sampling, n=n, guidance=scales, batch_size=batch_size, start=start,
+                                           progress=progress)
         plotter, table = plot_adherence, _adherence_table
     else:
-        from ..pipelines.t2i_captioned_eval import evaluate_captioned, plot_captioned
+        from ..eval.t2i_captioned import evaluate_captioned, plot_captioned
 
-        result = evaluate_captioned(im, n=n, guidance=scales, sampler=sampler, steps=steps, seed=seed,
-                                    batch_size=batch_size, progress=progress)
+        result = evaluate_captioned(im, sampling, n=n, guidance=scales, batch_size=batch_size, progress=progress)
         plotter, table = plot_captioned, _captioned_table
     result["model"] = str(im.path)
     if plot is not None:

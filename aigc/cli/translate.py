@@ -1,4 +1,4 @@
-"""Commands for translation: train translate, translate, eval translate, average."""
+"""Commands for translation: translate, eval translate (``aigc train translate`` comes from the registry)."""
 from __future__ import annotations
 
 import os
@@ -10,48 +10,9 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError, DataError
-from .common import EXTRA, JSON_HELP, app, emit_json, eval_app, parse_overrides, train_app
-
-
-@train_app.command("translate", context_settings=EXTRA)
-def train_translate_cmd(
-    ctx: typer.Context,
-    data: str = typer.Option("bible-en-es", help="bible-en-es, a .tsv of source<TAB>target, or 'a.en,a.es'."),
-    src: str = typer.Option("en", help="Source language."),
-    tgt: str = typer.Option("es", help="Target language."),
-    preset: str = typer.Option("small", help="tiny | small | base"),
-    out: Path = typer.Option(..., help="Run folder for checkpoints, metrics.jsonl and loss.png."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides the preset)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Wall-clock budget."),
-    max_tokens: Optional[int] = typer.Option(None, help="Tokens per optimizer step (padding included)."),
-    seed: Optional[int] = typer.Option(None, help="One seed decides data order, init and dropout."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
-    stop_at: Optional[int] = typer.Option(None, help="Checkpoint and stop at this step (resume later)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Train an encoder-decoder Transformer translator. Extra --section.key=value options override
-    the preset, e.g. --model.norm=post --train.schedule=cosine --label_smoothing=0.1."""
-    from ..recipes import translate as recipe
-
-    overrides = parse_overrides(ctx.args, {"model", "train", "tokenizer", "label_smoothing", "dev_size",
-                                           "test_size", "dev_bleu_sentences", "max_tokens"})
-    for key, value in (("train.max_steps", max_steps), ("train.max_minutes", max_minutes),
-                       ("train.seed", seed), ("max_tokens", max_tokens)):
-        if value is not None:
-            overrides[key] = str(value)
-    if resume:
-        cfg = recipe.resume_config(out, overrides)
-    else:
-        cfg = recipe.build_config(preset, data, src, tgt, overrides)
-    result = recipe.train_translate(cfg, out, resume=resume, stop_at=stop_at, progress=progress)
-    if result.get("rank", 0) != 0:
-        return
-    if as_json:
-        emit_json(result)
-    else:
-        print(f"trained {result['params']:,} parameters for {result['step']} steps "
-              f"({result['elapsed_s'] / 60:.1f} min); best dev BLEU {result['best']}; run in {out}")
+from ..generate.seq2seq import DecodeConfig
+from .common import JSON_HELP, app, emit_json, eval_app
+from .options import DECODING, with_options
 
 
 def _read_lines(path: Path | None) -> list[str]:
@@ -73,6 +34,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 @app.command("translate")
+@with_options(DECODING)
 def translate_cmd(
     texts: list[str] = typer.Argument(None, help="Sentences to translate (default: one per line from stdin)."),
     model: Path = typer.Option(..., help="Run folder or checkpoint folder."),
@@ -80,12 +42,11 @@ def translate_cmd(
     output: Optional[Path] = typer.Option(None, "--output", help="Write translations here, one per line."),
     src: Optional[str] = typer.Option(None, help="Source language (checked against the model)."),
     tgt: Optional[str] = typer.Option(None, help="Target language (checked against the model)."),
-    beam: int = typer.Option(4, help="Beam size; 1 is greedy."),
-    length_penalty: float = typer.Option(0.6, help="GNMT length-penalty alpha."),
     batch_size: int = typer.Option(32, help="Sentences decoded together."),
     workers: int = typer.Option(1, help="Batches decoded at once, in threads sharing the model (2 on 2+ cores "
                                         "is ~10 % faster; same output)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    decoding: DecodeConfig = None,
 ) -> None:
     """Translate sentences with a trained translation model."""
     from ..api import Translator, load_kind
@@ -98,26 +59,26 @@ def translate_cmd(
     tr = load_kind(model, Translator)
     tr.check_pair(src, tgt)
     t0 = time.perf_counter()
-    out = tr.translate(lines, beam=beam, length_penalty=length_penalty, batch_size=batch_size, workers=workers)
+    out = tr.translate(lines, decoding, batch_size=batch_size, workers=workers)
     seconds = time.perf_counter() - t0
     if output is not None:
         write_atomic(output, "".join(line + "\n" for line in out))
     elif not as_json:
         print("\n".join(out))
     if as_json:
-        emit_json({"model": str(tr.path), "src": tr.src_lang, "tgt": tr.tgt_lang, "beam": beam,
+        emit_json({"model": str(tr.path), "src": tr.src_lang, "tgt": tr.tgt_lang, "beam": decoding.beam,
                    "translations": out, "sentences": len(out), "seconds": round(seconds, 3)})
 
 
 @eval_app.command("translate")
+@with_options(DECODING)
 def eval_translate_cmd(
     model: Path = typer.Option(..., help="Run folder or checkpoint folder."),
     split: str = typer.Option("test", help="dev | test of the model's corpus."),
-    beam: int = typer.Option(4, help="Beam size."),
-    length_penalty: float = typer.Option(0.6, help="GNMT length-penalty alpha."),
     limit: Optional[int] = typer.Option(None, help="Score only the first N sentences."),
     hypotheses: Optional[Path] = typer.Option(None, help="Where to write the translations (default: beside the model)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    decoding: DecodeConfig = None,
 ) -> None:
     """sacreBLEU BLEU and chrF (with signatures) on the corpus's held-out split."""
     from ..api import Translator, load_kind
@@ -132,7 +93,8 @@ def eval_translate_cmd(
                                   test_size=c["test_size"])
     pairs = getattr(corpus, split)[:limit]
     t0 = time.perf_counter()
-    hyps = tr.translate([s for s, _ in pairs], beam=beam, length_penalty=length_penalty)
+    hyps = tr.translate([s for s, _ in pairs], decoding)
+    beam, length_penalty = decoding.beam, decoding.length_penalty
     seconds = time.perf_counter() - t0
     score = score_translations(hyps, [t for _, t in pairs])
     path = hypotheses or Path(model) / f"{split}.{c['src']}-{c['tgt']}.beam{beam}.hyp.txt"
@@ -146,23 +108,3 @@ def eval_translate_cmd(
         print(f"  BLEU {score.bleu:.2f}  {score.bleu_signature}")
         print(f"  chrF {score.chrf:.2f}  {score.chrf_signature}")
         print(f"  translations: {path}")
-
-
-@app.command("average")
-def average_cmd(
-    model: Path = typer.Option(..., help="Run folder."),
-    last: int = typer.Option(5, help="Average this many newest checkpoints."),
-    out: Optional[Path] = typer.Option(None, help="Checkpoint folder to write (default RUN/averaged)."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """Average the weights of a run's last N checkpoints into a new checkpoint folder.
-
-    The translate presets checkpoint keep_last times over the last 10 % of their steps
-    (train.average_window), so the newest checkpoints are the final stretch of the run."""
-    from ..train.average import average_checkpoints
-
-    path = average_checkpoints(model, last, out)
-    if as_json:
-        emit_json({"averaged": str(path), "last": last})
-    else:
-        print(f"averaged the last {last} checkpoints into {path}")

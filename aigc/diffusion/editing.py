@@ -1,7 +1,7 @@
 """Image editing with a trained diffusion model: inpainting (RePaint) and img2img (SDEdit).
 
-Both take the same ``model_fn(x, t)`` as the samplers and return a tensor shaped like ``image``
-(values in [-1, 1] like the training data).
+Both take the same ``model_fn(x, t)`` as the samplers and a :class:`SamplingConfig`, and return a
+tensor shaped like ``image`` (values in [-1, 1] like the training data).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .process import GaussianDiffusion, ModelFn
-from .samplers import SAMPLERS, Callback, _evaluate, ddim_step, ddpm_step, get_sampler, sampling_schedule
+from .samplers import ETA_DEFAULTS, Callback, _evaluate, ddim_step, ddpm_step
+from .sampling import SamplingConfig, run_sampler
 
 
 def _check_image(image: Tensor, what: str = "image") -> None:
@@ -44,11 +45,9 @@ def repaint_schedule(steps: int, jump_length: int, jump_n_sample: int) -> list[i
 
 
 @torch.no_grad()
-def inpaint(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, mask: Tensor, steps: int, *,
-            sampler: str = "ddpm", jump_length: int = 10, jump_n_sample: int = 1,
-            generator: torch.Generator | None = None, callback: Callback | None = None,
-            clip_denoised: bool = True, noise: Tensor | None = None, spacing: str | None = None,
-            **sampler_kwargs) -> Tensor:
+def inpaint(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, mask: Tensor, config: SamplingConfig, *,
+            jump_length: int = 10, jump_n_sample: int = 1, generator: torch.Generator | None = None,
+            callback: Callback | None = None, clip_denoised: bool = True, noise: Tensor | None = None) -> Tensor:
     """Fill the pixels where ``mask`` == 0 and keep those where ``mask`` == 1 (RePaint, Lugmayr et al. 2022).
 
     After every reverse step the known region is replaced by q_sample of ``image`` at the noise level x now
@@ -58,7 +57,6 @@ def inpaint(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, mask: 
     ``mask`` must broadcast to the image shape, e.g. (H, W), (B, 1, H, W); soft values in [0, 1] blend.
     """
     _check_image(image)
-    get_sampler(sampler)
     mask = torch.as_tensor(mask)
     try:
         shape = torch.broadcast_shapes(mask.shape, image.shape)
@@ -70,9 +68,14 @@ def inpaint(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, mask: 
     mask = mask.to(device=image.device, dtype=image.dtype)
     if mask.numel() and (mask.min() < 0 or mask.max() > 1):
         raise ConfigError("mask values must lie in [0, 1] (1 = keep the pixel, 0 = fill it in)")
-    if jump_length < 1 or jump_n_sample < 1:
-        raise ConfigError(f"jump_length and jump_n_sample must be >= 1, got {jump_length} and {jump_n_sample}")
-    rp, kept = sampling_schedule(process, steps, spacing, sampler)  # validates steps
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (jump_length, jump_n_sample)):
+        raise ConfigError(f"jump_length and jump_n_sample must be whole numbers >= 1, got {jump_length!r} and "
+                          f"{jump_n_sample!r}")
+    if jump_n_sample > 1 and config.sampler not in ("ddpm", "ddim"):
+        raise ConfigError(f"resampling jumps (jump_n_sample > 1) need the 'ddpm' or 'ddim' sampler, "
+                          f"not the multistep '{config.sampler}'")
+    schedule = config.schedule(process)  # validates steps
+    rp, kept, steps = schedule.process, schedule.kept, schedule.steps
 
     def project(x: Tensor, t_next: int) -> Tensor:
         known = image if t_next < 0 else process.q_sample(image, t_next, generator=generator)
@@ -82,20 +85,17 @@ def inpaint(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, mask: 
         noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
     x = project(noise, kept[-1])
     if jump_n_sample == 1:
-        return SAMPLERS[sampler](model_fn, x, process, steps, generator=generator, callback=callback,
-                                 clip_denoised=clip_denoised, project=project, spacing=spacing, **sampler_kwargs)
+        return run_sampler(model_fn, x, schedule, config, generator=generator, callback=callback,
+                           clip_denoised=clip_denoised, project=project)
 
-    if sampler == "ddpm":
+    if config.sampler == "ddpm":
         def step(out, x, i):
             return ddpm_step(rp, out, x, i, generator=generator, clip_denoised=clip_denoised)
-    elif sampler == "ddim":
-        eta = sampler_kwargs.get("eta", 0.0)
+    else:
+        eta = config.eta if config.eta is not None else ETA_DEFAULTS["ddim"]
 
         def step(out, x, i):
             return ddim_step(rp, out, x, i, eta=eta, generator=generator, clip_denoised=clip_denoised)
-    else:
-        raise ConfigError(f"resampling jumps (jump_n_sample > 1) need the 'ddpm' or 'ddim' sampler, "
-                          f"not the multistep '{sampler}'")
     states = repaint_schedule(steps, jump_length, jump_n_sample)
     total = sum(1 for a, b in zip(states, states[1:]) if b < a)
     done = 0
@@ -123,17 +123,14 @@ def img2img_start(steps: int, strength: float) -> int:
 
 
 @torch.no_grad()
-def img2img(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, strength: float, steps: int, *,
-            sampler: str = "ddim", generator: torch.Generator | None = None, callback: Callback | None = None,
-            spacing: str | None = None, **kw) -> Tensor:
+def img2img(model_fn: ModelFn, process: GaussianDiffusion, image: Tensor, strength: float, config: SamplingConfig,
+            *, generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
     """SDEdit (Meng et al. 2022): noise ``image`` with q(x_t | x_0) to the level of the first step that runs
-    (≈ strength·T), then run the last ⌈strength·steps⌉ of ``steps`` sampler steps. Small strength stays close
+    (≈ strength·T), then run the last ⌈strength·steps⌉ of the config's sampler steps. Small strength stays close
     to the image; strength 1 starts from (almost) pure noise."""
     _check_image(image)
-    fn = get_sampler(sampler)
-    _, kept = sampling_schedule(process, steps, spacing, sampler)  # validates steps
-    start = img2img_start(steps, strength)
-    t0 = kept[steps - 1 - start]
+    schedule = config.schedule(process)  # validates steps
+    start = img2img_start(schedule.steps, strength)
+    t0 = schedule.kept[schedule.steps - 1 - start]
     x = process.q_sample(image, t0, generator=generator)
-    return fn(model_fn, x, process, steps, generator=generator, callback=callback, start_step=start,
-              spacing=spacing, **kw)
+    return run_sampler(model_fn, x, schedule, config, generator=generator, callback=callback, start_step=start)

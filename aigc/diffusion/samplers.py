@@ -1,23 +1,26 @@
 """Samplers: pure functions with one shared signature (k-diffusion style).
 
-    sampler(model_fn, noise, process, steps, *, generator=None, callback=None,
-            clip_denoised=True, start_step=0, project=None) -> x_0
+    sampler(model_fn, noise, schedule, *, generator=None, callback=None,
+            clip_denoised=True, start_step=0, project=None[, eta]) -> x_0
 
 * ``model_fn(x_t, t)`` is the network (conditioning and guidance closed over); it receives the
   training schedule's timestep indices (B,).
-* ``steps`` is the number of network evaluations: ``process`` is respaced to ``steps`` timesteps
-  (cached on the process) chosen by ``spacing`` (None: the sampler's default, :func:`default_spacing`;
-  see :func:`aigc.diffusion.process.space_timesteps`).
+* ``schedule`` is ready: a :class:`Schedule`, the training process respaced to the sampling steps (one
+  network evaluation each) and the training timesteps it keeps, made by :func:`sampling_schedule`
+  (spacing None: the sampler's default, :func:`default_spacing`). :func:`aigc.diffusion.sample` builds it
+  from a :class:`~aigc.diffusion.sampling.SamplingConfig` and calls the sampler the config names.
 * ``callback(info)`` gets {"step", "steps", "t", "x", "pred_x0"} after every step ("step" counts
   from 0 over the full schedule, "t" is the model timestep just evaluated); it may raise to cancel.
 * ``start_step`` skips the first steps (img2img: ``noise`` is then the already-noised image at the
   noise level of respaced index ``steps - 1 - start_step``).
-* ``project(x, t_next)`` is applied after every step; ``t_next`` is the index into ``process``'s
+* ``project(x, t_next)`` is applied after every step; ``t_next`` is the index into the training
   schedule whose noise level x now has, or -1 once x is clean (inpainting re-imposes known pixels).
+* ``eta`` is taken only by the samplers in :data:`ETA_DEFAULTS` (DDIM's η, the SDE solver's noise scale).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,6 +35,11 @@ Project = Callable[[Tensor, int], Tensor]
 
 def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _check_eta(eta: float) -> None:
+    if not math.isfinite(eta) or eta < 0:
+        raise ConfigError(f"eta must be a finite number >= 0, got {eta}")
 
 
 def _check_start(start_step: int, steps: int) -> int:
@@ -67,7 +75,7 @@ def ddim_step(rp: GaussianDiffusion, model_output: Tensor, x: Tensor, i: int, *,
     t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
     pred_x0, pred_eps = rp.predict_start(model_output, x, t, clip_denoised=False)
     if clip_denoised:
-        pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        pred_x0 = rp.clip(pred_x0)
     abar, abar_prev = float(rp.alphas_cumprod[i]), float(rp.alphas_cumprod_prev[i])
     sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar)) * math.sqrt(1 - abar / abar_prev)
     x_prev = math.sqrt(abar_prev) * pred_x0 + math.sqrt(max(1 - abar_prev - sigma ** 2, 0.0)) * pred_eps
@@ -76,16 +84,27 @@ def ddim_step(rp: GaussianDiffusion, model_output: Tensor, x: Tensor, i: int, *,
     return x_prev, pred_x0
 
 
-def sampling_schedule(process: GaussianDiffusion, steps: int, spacing: str | None,
-             sampler: str) -> tuple[GaussianDiffusion, list[int]]:
-    """(the respaced process, the indices of ``process`` it keeps) for a sampler."""
+@dataclass(frozen=True)
+class Schedule:
+    """What a sampler runs on: ``process`` respaced to the sampling steps, and ``kept``, the training
+    timesteps it keeps (kept[i] is the training index of respaced step i)."""
+    process: GaussianDiffusion
+    kept: list[int]
+
+    @property
+    def steps(self) -> int:
+        return self.process.num_timesteps
+
+
+def sampling_schedule(process: GaussianDiffusion, steps: int, spacing: str | None, sampler: str) -> Schedule:
+    """``process`` respaced to ``steps`` for ``sampler`` (spacing None: its default); validates steps."""
     spacing = spacing or default_spacing(sampler, steps)
-    return process.respaced(steps, spacing), process.sampling_timesteps(steps, spacing)
+    return Schedule(process.respaced(steps, spacing), process.sampling_timesteps(steps, spacing))
 
 
-def _loop(step, model_fn: ModelFn, noise: Tensor, rp: GaussianDiffusion, kept: list[int],
-          callback: Callback | None, start_step: int, project: Project | None) -> Tensor:
-    steps = rp.num_timesteps
+def _loop(step, model_fn: ModelFn, noise: Tensor, schedule: Schedule, callback: Callback | None,
+          start_step: int, project: Project | None) -> Tensor:
+    rp, kept, steps = schedule.process, schedule.kept, schedule.steps
     start_step = _check_start(start_step, steps)
     x = noise
     for k in range(start_step, steps):
@@ -100,38 +119,32 @@ def _loop(step, model_fn: ModelFn, noise: Tensor, rp: GaussianDiffusion, kept: l
 
 
 @torch.no_grad()
-def sample_ddpm(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
-                generator: torch.Generator | None = None, callback: Callback | None = None,
-                clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
-                spacing: str | None = None) -> Tensor:
-    """Ancestral sampling with the process's (possibly learned) variance on ``steps`` respaced timesteps."""
-    rp, kept = sampling_schedule(process, steps, spacing, "ddpm")
-
+def sample_ddpm(model_fn: ModelFn, noise: Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
+                callback: Callback | None = None, clip_denoised: bool = True, start_step: int = 0,
+                project: Project | None = None) -> Tensor:
+    """Ancestral sampling with the process's (possibly learned) variance on the schedule's timesteps."""
     def step(rp, out, x, i):
         return ddpm_step(rp, out, x, i, generator=generator, clip_denoised=clip_denoised)
-    return _loop(step, model_fn, noise, rp, kept, callback, start_step, project)
+    return _loop(step, model_fn, noise, schedule, callback, start_step, project)
 
 
 @torch.no_grad()
-def sample_ddim(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
-                generator: torch.Generator | None = None, callback: Callback | None = None,
-                clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
-                spacing: str | None = None, eta: float = 0.0) -> Tensor:
+def sample_ddim(model_fn: ModelFn, noise: Tensor, schedule: Schedule, *, generator: torch.Generator | None = None,
+                callback: Callback | None = None, clip_denoised: bool = True, start_step: int = 0,
+                project: Project | None = None, eta: float = 0.0) -> Tensor:
     """DDIM sampling; η = 0 is deterministic and draws no random numbers, η = 1 matches DDPM's β̃."""
-    rp, kept = sampling_schedule(process, steps, spacing, "ddim")
-    if eta < 0:
-        raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
+    _check_eta(eta)
 
     def step(rp, out, x, i):
         return ddim_step(rp, out, x, i, eta=eta, generator=generator, clip_denoised=clip_denoised)
-    return _loop(step, model_fn, noise, rp, kept, callback, start_step, project)
+    return _loop(step, model_fn, noise, schedule, callback, start_step, project)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int, *,
+def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, schedule: Schedule, *,
                     generator: torch.Generator | None = None, callback: Callback | None = None,
                     clip_denoised: bool = True, start_step: int = 0, project: Project | None = None,
-                    spacing: str | None = None, eta: float = 0.0) -> Tensor:
+                    eta: float = 0.0) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order in data prediction on the
     discrete schedule, with α_i = √ᾱ_i, σ_i = √(1−ᾱ_i), λ_i = log(α_i/σ_i). Step i -> i-1 with h = λ_{i-1} − λ_i:
         x_{i-1} = (σ_{i-1}/σ_i) x_i − α_{i-1} (e^{−h} − 1) D,
@@ -146,9 +159,8 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
                   + σ_{i-1} √(1 − g²) z,
     which is the update above at η = 0. Its fresh noise, drawn from ``generator``, corrects errors of
     the network that the ODE carries to the end, as ancestral sampling does."""
-    if eta < 0:
-        raise ValueError(f"eta must be non-negative, got {eta}")
-    rp, kept = sampling_schedule(process, steps, spacing, "dpm++sde" if eta > 0 else "dpm++")
+    _check_eta(eta)
+    rp, kept, steps = schedule.process, schedule.kept, schedule.steps
     start_step = _check_start(start_step, steps)
     alpha = [math.sqrt(a) for a in rp.alphas_cumprod]
     sigma = [math.sqrt(1 - a) for a in rp.alphas_cumprod]
@@ -183,10 +195,12 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion
     return x
 
 
-def sample_dpmpp_2m_sde(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, steps: int,
+def sample_dpmpp_2m_sde(model_fn: ModelFn, noise: Tensor, schedule: Schedule, *, eta: float = 1.0,
                         **kwargs) -> Tensor:
-    """SDE-DPM-Solver++(2M): :func:`sample_dpmpp_2m` with eta = 1 (seeded by ``generator``)."""
-    return sample_dpmpp_2m(model_fn, noise, process, steps, eta=1.0, **kwargs)
+    """SDE-DPM-Solver++(2M): :func:`sample_dpmpp_2m` with eta = 1 by default (seeded by ``generator``)."""
+    if eta <= 0:
+        raise ConfigError(f"the dpm++sde sampler needs eta > 0 (its noise scale; 0 is the 'dpm++' ODE), got {eta}")
+    return sample_dpmpp_2m(model_fn, noise, schedule, eta=eta, **kwargs)
 
 
 DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpm++": "logsnr", "dpm++sde": "logsnr"}
@@ -210,6 +224,9 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpm++sde": sample_dpmpp_2m_sde,
 }
 
+
+# The samplers that take an η, and the η each uses when none is given.
+ETA_DEFAULTS = {"ddim": 0.0, "dpm++sde": 1.0}
 
 # The default for fresh samples: on learned-Σ models its FID at 20 steps is about 2/3 of the ODE solver's
 # (bench/samplers.py), and its injected noise washes out the ODE's low-frequency artefacts.

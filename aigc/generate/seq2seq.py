@@ -13,10 +13,13 @@ where |Y| counts the generated tokens including the end token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -28,12 +31,25 @@ class Hypothesis:
 
 @dataclass
 class DecodeConfig:
+    """How to decode a translation; validated when made (and by ``dataclasses.replace``)."""
     beam: int = 4
     length_penalty: float = 0.6   # GNMT alpha; 0 ranks by raw log-probability
     max_len_a: float = 1.5        # max target length = a * source length + b
     max_len_b: int = 10
     early_stopping: bool = True   # stop a sentence once it has `beam` finished hypotheses
     min_len: int = 0              # the end token is masked until this many tokens are generated
+
+    def __post_init__(self) -> None:
+        for name in ("beam", "max_len_b", "min_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "beam" else 0):
+                raise ConfigError(f"{name} must be a whole number >= {1 if name == 'beam' else 0}, got {value!r}")
+        for name in ("length_penalty", "max_len_a"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or (name == "max_len_a" and value < 0):
+                raise ConfigError(f"{name} must be a finite number{' >= 0' if name == 'max_len_a' else ''}, "
+                                  f"got {value!r}")
 
 
 def length_penalty(length: int, alpha: float) -> float:

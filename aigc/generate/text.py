@@ -6,6 +6,7 @@ tokenizer: batched prompts, stop strings, and streaming text pieces.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -21,8 +22,10 @@ from . import processors as P
 
 @dataclass
 class GenerationConfig:
+    """How to continue a prompt; validated when made (and by ``dataclasses.replace``), so a config
+    that exists is a valid one. The command line, the Python API and the service build it once."""
     max_new_tokens: int = 200
-    temperature: float = 1.0        # 0 means greedy
+    temperature: float = 1.0        # 0 means greedy; 1 samples the model's own distribution
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float = 1.0
@@ -30,23 +33,32 @@ class GenerationConfig:
     seed: int | None = None
     stop_at_eos: bool = True
 
+    def __post_init__(self) -> None:
+        self.stop = list(self.stop)
+        self.validate()
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
     def validate(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if any(s == "" for s in self.stop):
-            raise ConfigError("stop strings must not be empty")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be a whole number >= 0, got {self.max_new_tokens!r}")
+        if not _finite(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"temperature must be a finite number >= 0 (0 is greedy), got {self.temperature!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise ConfigError(f"top_k must be a whole number >= 1, got {self.top_k!r}")
+        if self.top_p is not None and not (_finite(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not _finite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        if any(not isinstance(s, str) or s == "" for s in self.stop):
+            raise ConfigError("stop strings must be non-empty strings")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2 ** 63):
+            raise ConfigError(f"seed must be a whole number in 0..{2 ** 63 - 1}, got {self.seed!r}")
 
     def processors(self) -> list[P.Processor]:
         chain: list[P.Processor] = []
@@ -60,6 +72,10 @@ class GenerationConfig:
             if self.top_p is not None and self.top_p < 1.0:
                 chain.append(P.top_p(self.top_p))
         return chain
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fit_prompts(prompts: list[list[int]], context: int, bos_id: int) -> list[list[int]]:
@@ -162,7 +178,6 @@ def stream_text(model: nn.Module, tokenizer: Tokenizer, prompts: list[str],
     into a stop string is held back until it is clear, and the text is cut
     where a stop string begins.
     """
-    cfg.validate()
     was_training = model.training
     model.eval()
     generator = None

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .. import checkpoint as ckpt
 from ..errors import CheckpointError
-from . import checkpoint as ckpt
 
 
 def average_checkpoints(run_dir: Path, last: int, out: Path | None = None) -> Path:

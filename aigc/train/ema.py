@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .state import unique_state
+from ..checkpoint.state import unique_state
 
 
 class EMA:

@@ -32,14 +32,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .. import checkpoint as ckpt
+from ..checkpoint.state import load_unique_state, optimizer_from_flat, optimizer_to_flat, unique_state
 from ..errors import CheckpointError, ConfigError
-from . import checkpoint as ckpt
 from .config import TrainConfig
 from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed, ranks_in_sync, shutdown
 from .ema import EMA
 from .metrics import MetricsLog
 from .optim import lr_at, make_adamw
-from .state import load_unique_state, optimizer_from_flat, optimizer_to_flat, unique_state
 
 
 class BatchSource(Protocol):

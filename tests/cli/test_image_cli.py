@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigc.generate.images import read_png_parameters
+from aigc.data.image_files import read_png_parameters
 
 from ..conftest import run_cli
 
@@ -58,7 +58,7 @@ def test_edits_and_their_bad_input(cond_run, tmp_path):
     Image.fromarray(keep).save(mask)
     out = tmp_path / "inpainted.png"
     res = run_cli("edit", "inpaint", "--image", str(image), "--mask", str(mask), "--model", str(cond_run),
-                  "--out", str(out), "--steps", "5", "--jump-n-sample", "2", "--jump-length", "2")
+                  "--out", str(out), "--sampler", "ddpm", "--steps", "5", "--jump-n-sample", "2", "--jump-length", "2")
     assert res.returncode == 0, res.stderr
     got, src = np.asarray(Image.open(out)), np.asarray(Image.open(image))
     assert np.array_equal(got[:, :4], src[:, :4])

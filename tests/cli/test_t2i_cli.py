@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aigc import checkpoint as ckpt
+from aigc.data.image_files import read_png_parameters
 from aigc.eval import fid
+from aigc.eval import t2i_captioned as captioned_eval
 from aigc.eval.retrieval import train_contrastive
-from aigc.generate.images import read_png_parameters
-from aigc.pipelines import t2i_captioned_eval as captioned_eval
-from aigc.train import checkpoint as ckpt
 
 from ..conftest import run_cli
 from ..pipelines.test_t2i_captioned_eval import CFG, STEPS, PixelFeatures, make_captioned_folder, train_tiny_t2i

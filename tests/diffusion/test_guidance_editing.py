@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aigc.diffusion import (GaussianDiffusion, classifier_free, drop_labels, img2img, inpaint, make_betas,
-                            repaint_schedule)
+from aigc.diffusion import (GaussianDiffusion, SamplingConfig, classifier_free, drop_labels, img2img, inpaint,
+                            make_betas, repaint_schedule)
 from aigc.errors import ConfigError
 
 from .toy import gaussian_denoiser
@@ -87,7 +87,7 @@ def test_inpaint_keeps_known_pixels_exactly(sampler, jumps):
         calls.append(1)
         return model(x, t)
 
-    out = inpaint(counting, p, image, mask, 10, sampler=sampler, jump_length=3, jump_n_sample=jumps,
+    out = inpaint(counting, p, image, mask, SamplingConfig(sampler, 10), jump_length=3, jump_n_sample=jumps,
                   generator=torch.Generator().manual_seed(1))
     assert torch.equal(out[..., :4], image[..., :4])
     assert not torch.allclose(out[..., 4:], image[..., 4:])
@@ -106,29 +106,29 @@ def test_repaint_schedule():
 def test_inpaint_rejects_bad_masks():
     p, model, image = _setup(n=2)
     with pytest.raises(ConfigError, match=r"mask has shape \(7, 7\).*\(8, 8\)"):
-        inpaint(model, p, image, torch.ones(7, 7), 5)
+        inpaint(model, p, image, torch.ones(7, 7), SamplingConfig("ddpm", 5))
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        inpaint(model, p, image, torch.full((8, 8), 2.0), 5)
+        inpaint(model, p, image, torch.full((8, 8), 2.0), SamplingConfig("ddpm", 5))
     with pytest.raises(ConfigError, match="ddpm"):
-        inpaint(model, p, image, torch.ones(8, 8), 5, sampler="dpm++", jump_n_sample=2)
+        inpaint(model, p, image, torch.ones(8, 8), SamplingConfig("dpm++", 5), jump_n_sample=2)
     with pytest.raises(ConfigError, match="unknown sampler"):
-        inpaint(model, p, image, torch.ones(8, 8), 5, sampler="euler")
+        inpaint(model, p, image, torch.ones(8, 8), SamplingConfig("euler", 5))
 
 
 def test_img2img_strength():
     p, model, image = _setup()
     g = torch.Generator().manual_seed(2)
-    small = img2img(model, p, image, 0.02, 50, generator=g)
+    small = img2img(model, p, image, 0.02, SamplingConfig("ddim", 50), generator=g)
     assert small.shape == image.shape
     assert float((small - image).abs().mean()) < 0.03
-    full = img2img(model, p, image, 1.0, 20, generator=g, sampler="dpm++")
+    full = img2img(model, p, image, 1.0, SamplingConfig("dpm++", 20), generator=g)
     assert float((full - image).abs().mean()) > 0.1  # strength 1 forgets the image
     assert float(full.mean()) == pytest.approx(MU, abs=0.03)
     calls = []
-    img2img(lambda x, t: calls.append(1) or model(x, t), p, image, 0.3, 10, generator=g, sampler="ddpm")
+    img2img(lambda x, t: calls.append(1) or model(x, t), p, image, 0.3, SamplingConfig("ddpm", 10), generator=g)
     assert len(calls) == 3
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ConfigError, match="strength"):
-            img2img(model, p, image, bad, 10)
+            img2img(model, p, image, bad, SamplingConfig("ddim", 10))
     with pytest.raises(ConfigError, match="only 1000 timesteps"):
-        img2img(model, p, image, 0.5, 1001)
+        img2img(model, p, image, 0.5, SamplingConfig("ddim", 1001))

@@ -6,9 +6,9 @@ import torch
 
 import aigc
 from aigc.errors import CheckpointError, ConfigError
-from aigc.pipelines.experts import ExpertImageModel
-from aigc.pipelines.image import ImageModel
-from aigc.recipes.t2i import build_config, train_t2i
+from aigc.families.image.experts import ExpertImageModel
+from aigc.families.image.model import ImageModel
+from aigc.families.t2i.recipe import build_config, train as train_t2i
 
 FAST = {"train.max_steps": "2", "val_images": "2", "train.eval_interval": "2", "train.warmup_steps": "1",
         "train.batch_size": "8", "train_images": "16"}

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import aigc
+from aigc import checkpoint as ckpt
 from aigc.errors import ConfigError
-from aigc.recipes.image import build_config, train_image
-from aigc.train import checkpoint as ckpt
+from aigc.families.image.recipe import build_config, train as train_image
 
 pytest.importorskip("sklearn")  # digits
 

@@ -16,14 +16,15 @@ import aigc
 from aigc.data.captioned import load_captioned_folder
 from aigc.data.images import FOLDER_TEST_FRACTION, hash_unit
 from aigc.data.registry import EMOJI_FONT
+from aigc.diffusion import SamplingConfig, sampling_config
 from aigc.errors import ConfigError, DataError
 from aigc.eval import fid
+from aigc.eval import t2i_captioned as E
 from aigc.eval.retrieval import ContrastiveTrainConfig, train_contrastive
+from aigc.eval.t2i_shapes import generate_for_prompts
+from aigc.families.image.model import ImageModel
+from aigc.families.t2i.recipe import build_config, train as train_t2i
 from aigc.models.contrastive import ContrastiveConfig
-from aigc.pipelines import t2i_captioned_eval as E
-from aigc.pipelines.image import ImageModel
-from aigc.pipelines.t2i_eval import generate_for_prompts
-from aigc.recipes.t2i import build_config, train_t2i
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 160, 40), "blue": (30, 60, 220), "yellow": (240, 210, 0),
            "purple": (150, 40, 200), "cyan": (0, 190, 220), "orange": (250, 125, 0), "black": (0, 0, 0)}
@@ -106,8 +107,8 @@ def _check_retrieval(block: dict, n: int, candidates: int) -> None:
 def test_folder_model_fid_against_its_test_split_and_retrieval(folder_model, fid_cache):
     im, folder, contrastive = folder_model
     feats = PixelFeatures()
-    out = E.evaluate_captioned(im, n=3, guidance=(1.0, 3.0), steps=2, batch_size=2, features=feats,
-                               contrastive=contrastive)
+    out = E.evaluate_captioned(im, SamplingConfig(steps=2), n=3, guidance=(1.0, 3.0), batch_size=2,
+                               features=feats, contrastive=contrastive)
     assert out["data"] == str(folder) and out["fid_reference"] == "test" and out["image_size"] == 32
     assert out["n"] == 3 and out["n_ref"] == 4 and out["retrieval_prompts"] == 3  # n prompts of 4 held out
     assert out["contrastive_train_images"] is None                                # a model was given
@@ -134,14 +135,15 @@ def test_emoji_model_uses_every_real_emoji_as_reference_and_held_out_prompts(fol
     emoji = _with_data(im, "emoji")
     asked, seeds = [], []
 
-    def recording(model, prompts, **kw):
+    def recording(model, prompts, sampling, **kw):
         asked.append(list(prompts))
-        seeds.append(kw["seed"])
-        return generate_for_prompts(model, prompts, **kw)
+        seeds.append(sampling.seed)
+        return generate_for_prompts(model, prompts, sampling, **kw)
 
     monkeypatch.setattr(E, "generate_for_prompts", recording)
     feats = PixelFeatures()
-    out = E.evaluate_captioned(emoji, n=4, steps=1, batch_size=4, features=feats, contrastive=contrastive, seed=5)
+    out = E.evaluate_captioned(emoji, SamplingConfig(steps=1, seed=5), n=4, batch_size=4, features=feats,
+                               contrastive=contrastive)
     every, held_out = load_emoji("all"), load_emoji("test")
     assert out["n"] == 4 and out["n_ref"] == len(every) and out["fid_reference"] == "all"
     assert out["retrieval_prompts"] == 4 and feats.images == len(every) + 4
@@ -163,8 +165,10 @@ def test_emoji_model_uses_every_real_emoji_as_reference_and_held_out_prompts(fol
 ])
 def test_bad_requests_are_config_errors(folder_model, kwargs, error, match):
     im, _, contrastive = folder_model
+    sampling = {k: kwargs.pop(k) for k in ("steps",) if k in kwargs}
     with pytest.raises(error, match=match):
-        E.evaluate_captioned(im, features=PixelFeatures(), contrastive=contrastive, **kwargs)
+        E.evaluate_captioned(im, sampling_config(**sampling), features=PixelFeatures(), contrastive=contrastive,
+                             **kwargs)
 
 
 def test_missing_or_unsuitable_data_is_refused(folder_model, tmp_path):

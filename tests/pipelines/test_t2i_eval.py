@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from aigc.data.shapes import load_shapes
+from aigc.diffusion import sampling_config
 from aigc.errors import ConfigError
-from aigc.pipelines.t2i_eval import evaluate_shapes_adherence
+from aigc.eval.t2i_shapes import evaluate_shapes_adherence
 
 
 class PerfectPainter:
@@ -22,10 +23,10 @@ class PerfectPainter:
             self.truth.update(zip(arrays.captions, arrays.images))
         self.prompts: list[str] = []
 
-    def check_request(self, sampler: str, steps: int) -> None:
-        pass
+    def sampling(self, sampling=None, **options):
+        return sampling_config(sampling, **options)
 
-    def generate(self, n, *, prompt, **_) -> torch.Tensor:
+    def generate(self, n, sampling=None, *, prompt, **_) -> torch.Tensor:
         self.prompts += prompt
         return torch.from_numpy(np.stack([self.truth[p] for p in prompt]))
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from aigc.errors import ConfigError
+from aigc.families.translate.model import translate_ids
 from aigc.generate.seq2seq import DecodeConfig
 from aigc.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from aigc.pipelines.translate import translate_ids
 
 
 def _model() -> Seq2Seq:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import aigc
+from aigc import checkpoint as ckpt
 from aigc.errors import CheckpointError
-from aigc.recipes.text import build_config, train_text
-from aigc.train import checkpoint as ckpt
+from aigc.families.text.recipe import build_config, train as train_text
 from aigc.train.optim import lr_at
 
 from ..conftest import ROOT, tiny_gpt
@@ -132,7 +132,7 @@ def test_learning_rate_schedules():
 
 def test_atomic_pointer_swap_keeps_old_target_until_replaced(tmp_path):
     model = tiny_gpt()
-    from aigc.train.state import unique_state
+    from aigc.checkpoint.state import unique_state
     a = ckpt.save_checkpoint(tmp_path, 1, kind="gpt", meta={}, tensors={"model": unique_state(model)})
     b = ckpt.save_checkpoint(tmp_path, 2, kind="gpt", meta={}, tensors={"model": unique_state(model)},
                              pointers=("best",))

@@ -19,27 +19,27 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..data.captioned import CaptionedImages, load_captioned_images, load_shapes_captioned, pick_caption
-from ..data.images import ImageBatches
-from ..data.shapes import SceneMix
-from ..diffusion import GaussianDiffusion
-from ..diffusion.config import DiffusionConfig
-from ..errors import ConfigError, DataError
-from ..models.minilm import load_minilm_tokenizer
-from ..models.t2i import TEXT_ENCODERS, TextToImage, build_text_to_image
-from ..models.text_encoder import TextEncoderConfig
-from ..models.unet import UNetConfig
-from ..objectives.diffusion import DiffusionObjective
-from ..pipelines.loading import read_tokenizer
-from ..tokenizers import Tokenizer, train_tokenizer
-from ..tokenizers.batch import TokenBatch, tokenize_prompts
-from ..train import checkpoint as ckpt
-from ..train.config import TrainConfig
-from ..train.trainer import Trainer
-from .common import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
-from .image import DiffusionValidation
+from ... import checkpoint as ckpt
+from ...checkpoint.loading import read_tokenizer
+from ...data.captioned import CaptionedImages, load_captioned_images, load_shapes_captioned, pick_caption
+from ...data.images import ImageBatches
+from ...data.shapes import SceneMix
+from ...diffusion import GaussianDiffusion
+from ...diffusion.config import DiffusionConfig
+from ...errors import ConfigError, DataError
+from ...models.minilm import load_minilm_tokenizer
+from ...models.t2i import TEXT_ENCODERS, TextToImage, build_text_to_image
+from ...models.text_encoder import TextEncoderConfig
+from ...models.unet import UNetConfig
+from ...objectives.diffusion import DiffusionObjective
+from ...tokenizers import Tokenizer, train_tokenizer
+from ...tokenizers.batch import TokenBatch, tokenize_prompts
+from ...train.config import TrainConfig
+from ...train.trainer import Trainer
+from ..image.recipe import DiffusionValidation
+from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
+from . import FAMILY
 
-KIND = "t2i"
 
 
 @dataclass
@@ -79,15 +79,15 @@ class T2IRunConfig:
 
 
 def preset(name: str) -> T2IRunConfig:
-    return load_preset(T2IRunConfig, "t2i", name)
+    return load_preset(T2IRunConfig, FAMILY.name, name)
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> T2IRunConfig:
-    return preset_with(T2IRunConfig, "t2i", preset_name, {"data": data, **overrides})
+    return preset_with(T2IRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> T2IRunConfig:
-    return saved_config(T2IRunConfig, KIND, "a text-to-image run", out, overrides)
+    return saved_config(T2IRunConfig, FAMILY.kind, "a text-to-image run", out, overrides)
 
 
 def load_split(cfg: T2IRunConfig, split: str) -> CaptionedImages:
@@ -160,8 +160,8 @@ def complete_config(cfg: T2IRunConfig, data: CaptionedImages, tok: Tokenizer | N
         cfg.text.max_len = max(cfg.text.max_len, cfg.max_text_len)
 
 
-def train_t2i(cfg: T2IRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def train(cfg: T2IRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a text-to-image model into run folder ``out``; returns the final metrics."""
     out = Path(out)
     refuse_existing_run(out, resume)
@@ -184,7 +184,7 @@ def train_t2i(cfg: T2IRunConfig, out: Path, *, resume: bool = False, stop_at: in
                                    cfg.caption_dropout, empty_prompt=empty)
     meta = {k: v for k, v in asdict(cfg).items() if k != "train"}
     files = {"tokenizer.json": json.dumps(tok.to_dict())} if tok is not None else {}
-    trainer = Trainer(model, objective, source, cfg.train, out, kind=KIND, meta=meta, files=files,
+    trainer = Trainer(model, objective, source, cfg.train, out, kind=FAMILY.kind, meta=meta, files=files,
                       evaluate=TextValidation(process, test_data, cfg.val_images, tokenize), progress=progress)
     result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_images": len(train_data),

@@ -13,19 +13,19 @@ from typing import Any
 
 import torch
 
-from ..config import apply_overrides
-from ..data import load_text_corpus
-from ..data.lm import TokenWindows
-from ..errors import ConfigError, DataError
-from ..models.gpt import GPT, GPTConfig
-from ..objectives.lm import next_token_loss
-from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
-from ..train import checkpoint as ckpt
-from ..train.config import TrainConfig
-from ..train.trainer import Trainer
-from .common import fit_vocab, load_preset, refuse_existing_run, saved_config
+from ... import checkpoint as ckpt
+from ...config import apply_overrides
+from ...data import load_text_corpus
+from ...data.lm import TokenWindows
+from ...errors import ConfigError, DataError
+from ...models.gpt import GPT, GPTConfig
+from ...objectives.lm import next_token_loss
+from ...tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from ...train.config import TrainConfig
+from ...train.trainer import Trainer
+from ..runs import fit_vocab, load_preset, refuse_existing_run, saved_config
+from . import FAMILY
 
-KIND = "gpt"
 
 
 @dataclass
@@ -44,7 +44,7 @@ class TextRunConfig:
 
 
 def preset(name: str) -> TextRunConfig:
-    return load_preset(TextRunConfig, "text", name)
+    return load_preset(TextRunConfig, FAMILY.name, name)
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, str]) -> TextRunConfig:
@@ -75,8 +75,8 @@ class LMValidation:
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
 
 
-def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def train(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a GPT into run folder ``out``; returns the final metrics."""
     out = Path(out)
     if resume:
@@ -102,7 +102,7 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
             "model": asdict(cfg.model)}
     trainer = Trainer(
         model, next_token_loss, TokenWindows(train_tokens, block, cfg.train.batch_size, cfg.train.seed),
-        cfg.train, out, kind=KIND, meta=meta, files={"tokenizer.json": json.dumps(tok.to_dict())},
+        cfg.train, out, kind=FAMILY.kind, meta=meta, files={"tokenizer.json": json.dumps(tok.to_dict())},
         evaluate=LMValidation(val_tokens, block, cfg.train.eval_batches, cfg.train.batch_size),
         progress=progress)
     result = trainer.run(resume=resume, stop_at=stop_at)
@@ -112,4 +112,4 @@ def train_text(cfg: TextRunConfig, out: Path, *, resume: bool = False, stop_at: 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TextRunConfig:
     """The config a run was started with, with (training-only) overrides applied."""
-    return saved_config(TextRunConfig, KIND, "a text run", out, overrides)
+    return saved_config(TextRunConfig, FAMILY.kind, "a text run", out, overrides)

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..data.captioned import CaptionedImages, load_captioned_images
-from ..diffusion import DEFAULT_SAMPLER
+from ..diffusion import SamplingConfig
 from ..errors import ConfigError, DataError
-from ..eval.fid import InceptionFeatures, fid_kid, reference_stats
-from ..eval.retrieval import cached_contrastive, real_image_retrieval, retrieval_accuracy
 from ..models.contrastive import ContrastiveModel
-from .image import ImageModel
-from .t2i_eval import generate_for_prompts, save_figure
+from .fid import InceptionFeatures, fid_kid, reference_stats
+from .image import batch_sampling
+from .retrieval import cached_contrastive, real_image_retrieval, retrieval_accuracy
+from .t2i_shapes import generate_for_prompts, save_figure
+
+if TYPE_CHECKING:  # a type only: eval never imports the family layer
+    from ..families.image.model import ImageModel
 
 Features = Callable[..., np.ndarray]  # f(uint8 images (N, C, H, W), progress=bool) -> (N, D), like InceptionFeatures
 
@@ -52,12 +56,13 @@ def _split_chance(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
     return {k: v for k, v in metrics.items() if not k.startswith("chance_")}, chance
 
 
-def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,),
-                       sampler: str = DEFAULT_SAMPLER, steps: int = 25, seed: int = 0, batch_size: int = 50,
+def evaluate_captioned(im: ImageModel, sampling: SamplingConfig | None = None, *, n: int = 200,
+                       guidance: Sequence[float] = (4.0,), batch_size: int = 50,
                        progress: bool = False, features: Features | None = None,
                        contrastive: ContrastiveModel | None = None, k: Sequence[int] = (1, 5)) -> dict[str, Any]:
     """FID/KID of ``n`` images (from captions of the reference images) and retrieval accuracy of images
-    from at most ``n`` held-out captions, at each guidance scale (see the module docstring).
+    from at most ``n`` held-out captions, at each guidance scale (which replaces the one in ``sampling``;
+    see the module docstring).
 
     ``features`` stands in for the Inception (default: :class:`InceptionFeatures`) and ``contrastive`` for
     the cached contrastive model trained on the train split (default: :func:`cached_contrastive`)."""
@@ -65,11 +70,12 @@ def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float
         raise ConfigError(f"'{im.path}' is not a text-to-image model (train one with `aigc train t2i`)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError(f"FID needs at least 2 generated images: give --n 2 or more, got {n!r}")
-    if not guidance or any(g <= 0 for g in guidance):
-        raise ConfigError(f"give one or more positive guidance scales, got {list(guidance)}")
+    if not guidance:
+        raise ConfigError("give one or more guidance scales")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    im.check_request(sampler, steps)
+    sampling = im.sampling(sampling)
+    configs = [replace(sampling, guidance=scale) for scale in guidance]  # every scale checked up front
     data = im.config.get("data")
     if not isinstance(data, str) or not data:
         raise ConfigError(f"'{im.path}' does not record the data it was trained on; cannot pick the reference")
@@ -94,8 +100,7 @@ def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float
         contrastive = cached_contrastive(train, progress=progress)
     real, chance = _split_chance(real_image_retrieval(contrastive, queries, k))
     result: dict[str, Any] = {
-        "data": data, "image_size": size, "sampler": sampler, "steps": steps, "seed": seed,
-        "guidance": list(guidance), "n": len(fid_prompts), "n_ref": ref.count,
+        "data": data, "image_size": size, **sampling.params(), "guidance": list(guidance), "n": len(fid_prompts), "n_ref": ref.count,
         "fid_reference": ref_split,  # the split of real images the FID is taken against ("all" = train + test)
         "retrieval_split": "test", "retrieval_prompts": len(queries), "contrastive_train_images": train_size,
         "real": real, "chance": chance, "scores": []}
@@ -105,18 +110,18 @@ def evaluate_captioned(im: ImageModel, *, n: int = 200, guidance: Sequence[float
         per_scale = len(fid_prompts) + (0 if same_prompts else len(queries))
         bar = tqdm(total=per_scale * len(guidance), desc="generating", unit="img")
     on_batch = bar.update if bar is not None else None
-    query_seed = seed + -(-len(fid_prompts) // batch_size)  # after the FID batches' seeds: no shared noise
+    query_batch = -(-len(fid_prompts) // batch_size)  # seeds after the FID batches': no shared noise
     t0 = time.perf_counter()
     try:
-        for scale in guidance:
-            common = {"guidance": scale, "sampler": sampler, "steps": steps, "batch_size": batch_size,
-                      "on_batch": on_batch}
-            images = generate_for_prompts(im, fid_prompts, seed=seed, **common)
-            score: dict[str, Any] = {"guidance": scale}
+        for cfg in configs:
+            common = {"batch_size": batch_size, "on_batch": on_batch}
+            images = generate_for_prompts(im, fid_prompts, cfg, **common)
+            score: dict[str, Any] = {"guidance": cfg.guidance}
             score.update(fid_kid(features(images, progress=False), ref,
                                  kid_subset_size=min(1000, len(fid_prompts), ref.count)))
             if not same_prompts:
-                images = generate_for_prompts(im, queries.primary_captions, seed=query_seed, **common)
+                images = generate_for_prompts(im, queries.primary_captions, batch_sampling(cfg, query_batch),
+                                              **common)
             score.update(_split_chance(retrieval_accuracy(contrastive, images, queries.primary_captions, k=k))[0])
             result["scores"].append(score)
     finally:

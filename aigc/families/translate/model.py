@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..errors import ConfigError, DataError
-from ..generate.seq2seq import DecodeConfig, Hypothesis, beam_search, greedy_decode
-from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
-from ..tokenizers import Tokenizer
-from .loading import build_model, read_tokenizer
+from ...checkpoint.loading import build_model, read_tokenizer
+from ...errors import ConfigError, DataError
+from ...generate.seq2seq import DecodeConfig, Hypothesis, beam_search, greedy_decode
+from ...models.seq2seq import Seq2Seq, Seq2SeqConfig
+from ...tokenizers import Tokenizer
 
 
 def encode_sources(tokenizer: Tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
@@ -89,24 +90,32 @@ class Translator:
             raise ConfigError(f"this model translates {self.src_lang}->{self.tgt_lang}, not "
                               f"{src or self.src_lang}->{tgt or self.tgt_lang}")
 
-    def translate(self, texts: str | list[str], *, beam: int = 4, length_penalty: float = 0.6,
-                  max_len_a: float = 1.5, max_len_b: int = 10, batch_size: int = 32,
-                  on_batch: Callable[[int], None] | None = None, workers: int = 1) -> str | list[str]:
-        """Translate one sentence or a list of sentences; ``workers`` batches are decoded at once
+    def translate(self, texts: str | list[str], decoding: DecodeConfig | None = None, *, batch_size: int = 32,
+                  on_batch: Callable[[int], None] | None = None, workers: int = 1,
+                  **options: Any) -> str | list[str]:
+        """Translate one sentence or a list of sentences, decoded as ``decoding`` says (keyword
+        ``options`` such as ``beam=1`` replace its fields); ``workers`` batches are decoded at once
         (see :func:`translate_ids`)."""
-        if beam < 1:
-            raise ConfigError(f"beam must be at least 1, got {beam}")
+        cfg = decode_config(decoding, **options)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         single = isinstance(texts, str)
         lines = [texts] if single else list(texts)
         sources = encode_sources(self.tokenizer, lines, self.model.config.max_len - 1)
-        cfg = DecodeConfig(beam=beam, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
         eos = self.tokenizer.eos_id
         hyps = translate_ids(self.model, sources, bos_id=eos, eos_id=eos, cfg=cfg, batch_size=batch_size,
                              on_batch=on_batch, workers=workers)
         out = [self.tokenizer.decode(h.tokens) for h in hyps]
         return out[0] if single else out
+
+
+def decode_config(base: DecodeConfig | None = None, **options: Any) -> DecodeConfig:
+    """``base`` (default: the defaults) with keyword ``options`` replaced; an unknown option is an error."""
+    names = [f.name for f in fields(DecodeConfig)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown decoding option '{unknown[0]}'; valid: {', '.join(names)}")
+    return replace(base or DecodeConfig(), **options)
 
 
 def load_translator(folder: Path, config: dict[str, Any], ema: bool = True,
@@ -115,4 +124,4 @@ def load_translator(folder: Path, config: dict[str, Any], ema: bool = True,
     return Translator(model.to(device), read_tokenizer(folder), config, folder)
 
 
-__all__ = ["Translator", "load_translator", "translate_ids", "encode_sources"]
+__all__ = ["Translator", "load_translator", "translate_ids", "encode_sources", "decode_config"]

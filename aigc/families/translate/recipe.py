@@ -15,23 +15,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import load_parallel_corpus
-from ..data.batching import TokenBatches
-from ..errors import ConfigError, DataError
-from ..eval.bleu import score_translations
-from ..generate.seq2seq import DecodeConfig
-from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
-from ..objectives.seq2seq import label_smoothed_loss
-from ..pipelines.loading import read_tokenizer
-from ..pipelines.translate import translate_ids
-from ..tokenizers import Tokenizer, train_tokenizer
-from ..train import checkpoint as ckpt
-from ..train.config import TrainConfig
-from ..train.trainer import Trainer
-from .common import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
-from .text import TokenizerConfig
+from ... import checkpoint as ckpt
+from ...checkpoint.loading import read_tokenizer
+from ...data import load_parallel_corpus
+from ...data.batching import TokenBatches
+from ...errors import ConfigError, DataError
+from ...eval.bleu import score_translations
+from ...generate.seq2seq import DecodeConfig
+from ...models.seq2seq import Seq2Seq, Seq2SeqConfig
+from ...objectives.seq2seq import label_smoothed_loss
+from ...tokenizers import Tokenizer, train_tokenizer
+from ...train.config import TrainConfig
+from ...train.trainer import Trainer
+from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
+from ..text.recipe import TokenizerConfig
+from .model import translate_ids
+from . import FAMILY
 
-KIND = "seq2seq"
 
 
 @dataclass
@@ -59,16 +59,16 @@ class TranslateRunConfig:
 
 
 def preset(name: str) -> TranslateRunConfig:
-    return load_preset(TranslateRunConfig, "translate", name)
+    return load_preset(TranslateRunConfig, FAMILY.name, name)
 
 
-def build_config(preset_name: str, data: str, src: str, tgt: str, overrides: dict[str, str]) -> TranslateRunConfig:
-    return preset_with(TranslateRunConfig, "translate", preset_name, {"data": data, "src": src, "tgt": tgt,
-                                                                      **overrides})
+def build_config(preset_name: str, data: str, overrides: dict[str, str]) -> TranslateRunConfig:
+    """A preset for ``data`` with overrides (the language pair as "src" and "tgt"; default en -> es)."""
+    return preset_with(TranslateRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TranslateRunConfig:
-    return saved_config(TranslateRunConfig, KIND, "a translation run", out, overrides)
+    return saved_config(TranslateRunConfig, FAMILY.kind, "a translation run", out, overrides)
 
 
 def encode_pairs(tok: Tokenizer, pairs: list[tuple[str, str]], max_len: int) -> tuple[list, int]:
@@ -106,8 +106,8 @@ class TranslationValidation:
         return scores
 
 
-def train_translate(cfg: TranslateRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+def train(cfg: TranslateRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a translator into run folder ``out``; returns the final metrics."""
     out = Path(out)
     refuse_existing_run(out, resume)
@@ -129,7 +129,7 @@ def train_translate(cfg: TranslateRunConfig, out: Path, *, resume: bool = False,
     eos = tok.eos_id
     source = TokenBatches(train_ids, cfg.max_tokens, cfg.train.seed, pad_id=eos, bos_id=eos, eos_id=eos)
     meta = {k: v for k, v in asdict(cfg).items() if k != "train"}
-    trainer = Trainer(model, label_smoothed_loss(cfg.label_smoothing), source, cfg.train, out, kind=KIND,
+    trainer = Trainer(model, label_smoothed_loss(cfg.label_smoothing), source, cfg.train, out, kind=FAMILY.kind,
                       meta=meta, files={"tokenizer.json": json.dumps(tok.to_dict())},
                       evaluate=TranslationValidation(tok, corpus.dev, dev_ids, cfg), progress=progress)
     result = trainer.run(resume=resume, stop_at=stop_at)

@@ -7,19 +7,20 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from .. import checkpoint as ckpt
 from ..config import apply_overrides, from_dict
 from ..errors import ConfigError
-from ..train import checkpoint as ckpt
 
 C = TypeVar("C")
 PRESETS = ("tiny", "small", "base")
 
 
 def load_preset(cls: type[C], family: str, name: str) -> C:
-    """``aigc/configs/{family}-{name}.json`` as a ``cls``."""
+    """``aigc/families/{family}/presets/{name}.json`` as a ``cls``."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    text = resources.files("aigc.configs").joinpath(f"{family}-{name}.json").read_text(encoding="utf-8")
+    preset_file = resources.files(f"aigc.families.{family}").joinpath("presets", f"{name}.json")
+    text = preset_file.read_text(encoding="utf-8")
     return from_dict(cls, json.loads(text))
 
 

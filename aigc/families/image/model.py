@@ -1,7 +1,7 @@
 """A trained diffusion model behind generate(), inpaint() and img2img().
 
 Images go in and come out as (N, C, H, W) uint8 tensors; ``save_png`` and
-``make_grid`` in :mod:`aigc.generate.images` turn them into files. Every call
+``make_grid`` in :mod:`aigc.data.image_files` turn them into files. Every call
 takes a seed (same seed, same pictures) and a per-step callback (progress,
 previews, cancellation by raising). A class-conditional model takes a class; a
 text-to-image model takes a prompt (and a negative prompt for guidance to move
@@ -16,17 +16,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..config import from_dict
-from ..data.images import from_model_range, to_model_range
-from ..diffusion import DEFAULT_SAMPLER, SAMPLERS, GaussianDiffusion, classifier_free, guided, img2img, inpaint
-from ..diffusion.config import DiffusionConfig
-from ..errors import CheckpointError, ConfigError
-from ..models.minilm import load_minilm_tokenizer
-from ..models.t2i import TextCondition, TextToImage, build_text_to_image
-from ..models.text_encoder import TextEncoderConfig
-from ..models.unet import UNet, UNetConfig
-from ..tokenizers.batch import TokenBatch, tokenize_prompts
-from .loading import build_model, load_weights, read_tokenizer
+from ...checkpoint.loading import build_model
+from ...config import from_dict
+from ...data.images import from_model_range, to_model_range
+from ...diffusion import GaussianDiffusion, SamplingConfig, classifier_free, guided, img2img, inpaint, sample
+from ...diffusion.config import DiffusionConfig
+from ...diffusion.sampling import sampling_config
+from ...errors import CheckpointError, ConfigError
+from ...models.t2i import TextCondition, TextToImage
+from ...models.unet import UNet, UNetConfig
+from ...tokenizers.batch import TokenBatch
 
 Callback = Callable[[dict], None]
 Prompts = list[str] | str | None
@@ -117,8 +116,8 @@ class ImageModel:
     def model_fn(self, n: int, labels: list[int | str] | int | str | None, guidance: float,
                  prompt: Prompts = None, negative_prompt: Prompts = None) -> Callable:
         """``model_fn(x, t)`` for a batch of n: conditional (with classifier-free guidance) or not."""
-        if guidance <= 0:
-            raise ConfigError(f"guidance must be positive (1 = plain conditional model), got {guidance}")
+        if not guidance > 0 or guidance == float("inf"):
+            raise ConfigError(f"guidance must be a finite number > 0 (1 = plain conditional model), got {guidance}")
         if self.text_conditional:
             if labels is not None:
                 raise ConfigError(f"'{self.path}' is a text-to-image model: give a prompt, not a class")
@@ -145,68 +144,62 @@ class ImageModel:
         return classifier_free(self.model, y, guidance, null_label=self.num_classes,
                                learned_sigma=self.process.learned_sigma)
 
-    def _generator(self, seed: int | None) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(seed if seed is not None else torch.seed())
-        return g
-
-    def check_request(self, sampler: str, steps: int) -> None:
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
-        T = self.process.num_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise ConfigError(f"steps must be a whole number in 1..{T} (this model's schedule), got {steps!r}")
+    def sampling(self, sampling: SamplingConfig | None = None, **options: Any) -> SamplingConfig:
+        """``sampling`` (default: the defaults) with keyword overrides, checked against this model's
+        schedule, so bad options fail before any sampling."""
+        cfg = sampling_config(sampling, **options)
+        cfg.schedule(self.process)
+        return cfg
 
     # ---- generation -------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, n: int = 16, *, sampler: str = DEFAULT_SAMPLER, steps: int = 20,
-                 label: list[int | str] | int | str | None = None, guidance: float = 1.0,
-                 seed: int | None = 0, callback: Callback | None = None, eta: float = 0.0,
-                 prompt: Prompts = None, negative_prompt: Prompts = None) -> Tensor:
-        """n new images, (n, C, H, W) uint8. ``label``: one class (index or name) for all, or one per
-        image; None samples the unconditional model. A text-to-image model takes ``prompt`` (one for
-        all, or one per image; "" or None is unconditional) and ``negative_prompt``. ``guidance`` > 1
-        strengthens the class or prompt."""
-        if n < 1:
-            raise ConfigError(f"n must be at least 1, got {n}")
-        self.check_request(sampler, steps)
-        fn = self.model_fn(n, label, guidance, prompt, negative_prompt)
-        g = self._generator(seed)
+    def generate(self, n: int = 16, sampling: SamplingConfig | None = None, *,
+                 label: list[int | str] | int | str | None = None, prompt: Prompts = None,
+                 negative_prompt: Prompts = None, callback: Callback | None = None, **options: Any) -> Tensor:
+        """n new images, (n, C, H, W) uint8, sampled as ``sampling`` says (a :class:`SamplingConfig`;
+        keyword ``options`` such as ``steps=10, guidance=3, seed=1`` replace its fields). ``label``: one
+        class (index or name) for all, or one per image; None samples the unconditional model. A
+        text-to-image model takes ``prompt`` (one for all, or one per image; "" or None is unconditional)
+        and ``negative_prompt``. ``guidance`` > 1 strengthens the class or prompt."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n must be a whole number >= 1, got {n!r}")
+        cfg = self.sampling(sampling, **options)
+        fn = self.model_fn(n, label, cfg.guidance, prompt, negative_prompt)
+        g = cfg.generator(self.device)
         noise = torch.randn((n, *self.image_shape), generator=g, device=self.device)
-        extra = {"eta": eta} if sampler == "ddim" else {}
-        x = SAMPLERS[sampler](fn, noise, self.process, steps, generator=g, callback=callback, **extra)
+        x = sample(fn, noise, self.process, cfg, generator=g, callback=callback)
         return from_model_range(x.cpu())
 
     @torch.no_grad()
-    def inpaint(self, image: Tensor, mask: Tensor, *, sampler: str = "ddpm", steps: int = 50,
-                label: int | str | None = None, guidance: float = 1.0, jump_length: int = 10,
-                jump_n_sample: int = 1, seed: int | None = 0, callback: Callback | None = None,
-                prompt: Prompts = None, negative_prompt: Prompts = None) -> Tensor:
-        """Fill the pixels where ``mask`` is 0, keep those where it is 1. image (C, H, W) or (N, C, H, W)
-        uint8; mask (H, W) or broadcastable, values in [0, 1]. Returns uint8 like the input batch."""
+    def inpaint(self, image: Tensor, mask: Tensor, sampling: SamplingConfig | None = None, *,
+                label: int | str | None = None, prompt: Prompts = None, negative_prompt: Prompts = None,
+                jump_length: int = 10, jump_n_sample: int = 1, callback: Callback | None = None,
+                **options: Any) -> Tensor:
+        """Fill the pixels where ``mask`` is 0, keep those where it is 1 (RePaint; ``jump_n_sample`` > 1
+        resamples every ``jump_length`` steps). image (C, H, W) or (N, C, H, W) uint8; mask (H, W) or
+        broadcastable, values in [0, 1]. Returns uint8 like the input batch."""
         x0 = self._images_in(image)
-        self.check_request(sampler, steps)
+        cfg = self.sampling(sampling, **options)
         mask = torch.as_tensor(mask, dtype=torch.float32)
         if mask.shape[-2:] != x0.shape[-2:]:
             raise ConfigError(f"the mask is {tuple(mask.shape[-2:])} but the image is {tuple(x0.shape[-2:])}; "
                               "give a mask of the image's size")
-        g = self._generator(seed)
-        fn = self.model_fn(x0.size(0), label, guidance, prompt, negative_prompt)
-        out = inpaint(fn, self.process, x0, mask.to(self.device), steps, sampler=sampler,
-                      jump_length=jump_length, jump_n_sample=jump_n_sample, generator=g, callback=callback)
+        g = cfg.generator(self.device)
+        fn = self.model_fn(x0.size(0), label, cfg.guidance, prompt, negative_prompt)
+        out = inpaint(fn, self.process, x0, mask.to(self.device), cfg, jump_length=jump_length,
+                      jump_n_sample=jump_n_sample, generator=g, callback=callback)
         return from_model_range(out.cpu())
 
     @torch.no_grad()
-    def img2img(self, image: Tensor, *, strength: float = 0.6, sampler: str = "ddim", steps: int = 50,
-                label: int | str | None = None, guidance: float = 1.0, seed: int | None = 0,
-                callback: Callback | None = None, prompt: Prompts = None,
-                negative_prompt: Prompts = None) -> Tensor:
+    def img2img(self, image: Tensor, sampling: SamplingConfig | None = None, *, strength: float = 0.6,
+                label: int | str | None = None, prompt: Prompts = None, negative_prompt: Prompts = None,
+                callback: Callback | None = None, **options: Any) -> Tensor:
         """SDEdit: noise the image to ``strength`` (0 keeps it, 1 ignores it) and denoise it again."""
         x0 = self._images_in(image)
-        self.check_request(sampler, steps)
-        g = self._generator(seed)
-        fn = self.model_fn(x0.size(0), label, guidance, prompt, negative_prompt)
-        out = img2img(fn, self.process, x0, strength, steps, sampler=sampler, generator=g, callback=callback)
+        cfg = self.sampling(sampling, **options)
+        g = cfg.generator(self.device)
+        fn = self.model_fn(x0.size(0), label, cfg.guidance, prompt, negative_prompt)
+        out = img2img(fn, self.process, x0, strength, cfg, generator=g, callback=callback)
         return from_model_range(out.cpu())
 
     def _images_in(self, image: Tensor) -> Tensor:
@@ -223,29 +216,12 @@ class ImageModel:
 
 def load_image_model(folder: Path, config: dict[str, Any], ema: bool, device: str | torch.device) -> ImageModel:
     model = build_model(folder, config, UNet, UNetConfig, ema).to(device)
-    try:
-        process = from_dict(DiffusionConfig, config["diffusion"]).process()
-    except KeyError:
-        raise CheckpointError(f"checkpoint '{folder}' has no diffusion settings") from None
-    return ImageModel(model, process, config, Path(folder))
+    return ImageModel(model, read_process(folder, config), config, Path(folder))
 
 
-def load_t2i_model(folder: Path, config: dict[str, Any], ema: bool, device: str | torch.device) -> ImageModel:
-    """A text-to-image checkpoint: the UNet and its own text encoder from the weights, or the frozen
-    MiniLM from its package; prompts through the run's tokenizer (or MiniLM's WordPiece)."""
+def read_process(folder: Path, config: dict[str, Any]) -> GaussianDiffusion:
+    """The diffusion process a checkpoint was trained with."""
     try:
-        kind = config["text_encoder"]
-        unet_cfg = from_dict(UNetConfig, config["model"])
-        text_cfg = from_dict(TextEncoderConfig, config["text"])
-        max_len = int(config["max_text_len"])
-        model = build_text_to_image(unet_cfg, text_cfg, kind)
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"checkpoint '{folder}' has a broken config ({exc})") from None
-    load_weights(folder, model, ema)
-    tokenizer = load_minilm_tokenizer() if kind == "minilm" else read_tokenizer(folder)
-    try:
-        process = from_dict(DiffusionConfig, config["diffusion"]).process()
+        return from_dict(DiffusionConfig, config["diffusion"]).process()
     except KeyError:
         raise CheckpointError(f"checkpoint '{folder}' has no diffusion settings") from None
-    return ImageModel(model.to(device), process, config, Path(folder),
-                      tokenize=lambda texts: tokenize_prompts(tokenizer, texts, max_len))

@@ -4,32 +4,42 @@ on the real images, and the test-set NLL in bits/dim from the variational bound.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from ..data.images import load_image_dataset, to_model_range
-from ..diffusion import DEFAULT_SAMPLER
+from ..diffusion import SamplingConfig
 from ..errors import ConfigError
-from ..eval.classify import cached_classifier, classifier_accuracy
-from ..eval.fid import InceptionFeatures, fid_kid, reference_stats
-from .image import ImageModel
+from .classify import cached_classifier, classifier_accuracy
+from .fid import InceptionFeatures, fid_kid, reference_stats
+
+if TYPE_CHECKING:  # a type only: eval never imports the family layer
+    from ..families.image.model import ImageModel
 
 
-def sample_for_eval(im: ImageModel, n: int, *, sampler: str, steps: int, guidance: float, seed: int,
-                    batch_size: int, on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, Any]:
-    """n samples in batches; a conditional model gets classes 0, 1, ..., K-1, 0, ... (equal shares).
-    Returns (images uint8 (n, C, H, W), labels (n,) or None)."""
+def sample_for_eval(im: ImageModel, n: int, sampling: SamplingConfig, *, batch_size: int,
+                    on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, Any]:
+    """n samples in batches (batch b seeded by seed + b); a conditional model gets classes 0, 1, ...,
+    K-1, 0, ... (equal shares), an unconditional one no guidance. Returns (images uint8 (n, C, H, W),
+    labels (n,) or None)."""
     labels = torch.arange(n) % im.num_classes if im.num_classes else None
     out = []
     for b, start in enumerate(range(0, n, batch_size)):
         rows = min(batch_size, n - start)
         label = labels[start:start + rows].tolist() if labels is not None else None
-        out.append(im.generate(rows, sampler=sampler, steps=steps, label=label,
-                               guidance=guidance if labels is not None else 1.0, seed=seed + b))
+        out.append(im.generate(rows, batch_sampling(sampling, b, guided=labels is not None), label=label))
         if on_batch is not None:
             on_batch(rows)
     return torch.cat(out), labels
+
+
+def batch_sampling(sampling: SamplingConfig, batch: int, guided: bool = True) -> SamplingConfig:
+    """The config of batch ``batch`` of an evaluation: seed + batch (fresh when the seed is None), and no
+    guidance where nothing conditions the model."""
+    seed = None if sampling.seed is None else sampling.seed + batch
+    return replace(sampling, seed=seed, guidance=sampling.guidance if guided else 1.0)
 
 
 def test_nll(im: ImageModel, n: int, batch_size: int = 100, seed: int = 0) -> dict[str, float]:
@@ -50,12 +60,12 @@ def test_nll(im: ImageModel, n: int, batch_size: int = 100, seed: int = 0) -> di
     return {"nll_bits_per_dim": total / seen, "nll_images": seen, "nll_timesteps": im.process.num_timesteps}
 
 
-def evaluate_image_model(im: ImageModel, *, n: int = 2000, sampler: str = DEFAULT_SAMPLER, steps: int = 20,
-                         guidance: float = 1.0, seed: int = 0, batch_size: int = 100, nll_images: int = 100,
-                         kid_subset_size: int = 1000, ref_n: int | None = None,
-                         progress: bool = False) -> dict[str, Any]:
-    """FID/KID of n samples against the test split (all of it, or a fixed subset of ``ref_n``), class
-    accuracy (conditional models) and test NLL."""
+def evaluate_image_model(im: ImageModel, sampling: SamplingConfig | None = None, *, n: int = 2000,
+                         batch_size: int = 100, nll_images: int = 100, kid_subset_size: int = 1000,
+                         ref_n: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """FID/KID of n samples (drawn as ``sampling`` says) against the test split (all of it, or a fixed
+    subset of ``ref_n``), class accuracy (conditional models) and test NLL."""
+    sampling = im.sampling(sampling)
     if n < 2:
         raise ConfigError(f"FID needs at least 2 samples, got --n {n}")
     if nll_images < 0:
@@ -67,15 +77,14 @@ def evaluate_image_model(im: ImageModel, *, n: int = 2000, sampler: str = DEFAUL
         from tqdm import tqdm
         bar = tqdm(total=n, desc="sampling", unit="img")
     t0 = time.perf_counter()
-    images, labels = sample_for_eval(im, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                                     batch_size=batch_size, on_batch=bar.update if bar is not None else None)
+    images, labels = sample_for_eval(im, n, sampling, batch_size=batch_size,
+                                     on_batch=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
     sample_s = time.perf_counter() - t0
     features = InceptionFeatures(progress=progress)
     ref = reference_stats(data_name, "test", features, image_size=size, count=ref_n, progress=progress)
-    result: dict[str, Any] = {"data": data_name, "sampler": sampler, "steps": steps, "guidance": guidance,
-                              "seed": seed, "sampling_s": round(sample_s, 2)}
+    result: dict[str, Any] = {"data": data_name, **sampling.params(), "sampling_s": round(sample_s, 2)}
     result.update(fid_kid(features(images, progress=progress), ref,
                           kid_subset_size=min(kid_subset_size, n, ref.count)))
     if labels is not None:

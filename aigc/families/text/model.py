@@ -1,19 +1,19 @@
 """A trained GPT language model behind generate / stream / evaluate."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from ..data import load_text_corpus
-from ..errors import ConfigError
-from ..eval.perplexity import LMScore, score_tokens
-from ..generate.text import GenerationConfig, TextCallback, generate_text, stream_text
-from ..models.gpt import GPT, GPTConfig
-from ..tokenizers import Tokenizer
-from .loading import build_model, read_tokenizer
+from ...checkpoint.loading import build_model, read_tokenizer
+from ...data import load_text_corpus
+from ...errors import ConfigError
+from ...eval.perplexity import LMScore, score_tokens
+from ...generate.text import GenerationConfig, TextCallback, generate_text, stream_text
+from ...models.gpt import GPT, GPTConfig
+from ...tokenizers import Tokenizer
 
 GEN_FIELDS = {f.name for f in fields(GenerationConfig)}
 
@@ -24,21 +24,20 @@ class TextModel:
     def __init__(self, model: GPT, tokenizer: Tokenizer, config: dict[str, Any], path: Path) -> None:
         self.model, self.tokenizer, self.config, self.path = model.eval(), tokenizer, config, path
 
-    def generate(self, prompt: str | list[str], *, on_text: TextCallback | None = None,
-                 **options: Any) -> str | list[str]:
-        """Continue ``prompt`` (or each of a list of prompts).
-
-        Options: max_new_tokens, temperature (0 = greedy), top_k, top_p,
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, *,
+                 on_text: TextCallback | None = None, **options: Any) -> str | list[str]:
+        """Continue ``prompt`` (or each of a list of prompts) as ``config`` says; keyword ``options``
+        replace its fields: max_new_tokens, temperature (0 = greedy), top_k, top_p,
         repetition_penalty, stop (list of strings), seed, stop_at_eos.
         """
-        cfg = generation_config(**options)
+        cfg = generation_config(config, **options)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         texts = generate_text(self.model, self.tokenizer, prompts, cfg, on_text=on_text)
         return texts[0] if isinstance(prompt, str) else texts
 
-    def stream(self, prompt: str, **options: Any) -> Iterator[str]:
+    def stream(self, prompt: str, config: GenerationConfig | None = None, **options: Any) -> Iterator[str]:
         """Yield pieces of the continuation of ``prompt`` as they are produced."""
-        cfg = generation_config(**options)
+        cfg = generation_config(config, **options)
         for _, piece in stream_text(self.model, self.tokenizer, [prompt], cfg):
             yield piece
 
@@ -68,13 +67,12 @@ def unit_table(tok: Tokenizer, unit: str) -> list[int]:
     return table
 
 
-def generation_config(**options: Any) -> GenerationConfig:
+def generation_config(base: GenerationConfig | None = None, **options: Any) -> GenerationConfig:
+    """``base`` (default: the defaults) with keyword ``options`` replaced; an unknown option is an error."""
     unknown = sorted(set(options) - GEN_FIELDS)
     if unknown:
         raise ConfigError(f"unknown generation option '{unknown[0]}'; valid: {', '.join(sorted(GEN_FIELDS))}")
-    cfg = GenerationConfig(**options)
-    cfg.validate()
-    return cfg
+    return replace(base or GenerationConfig(), **options)
 
 
 def load_text_model(folder: Path, config: dict[str, Any], ema: bool = True,

@@ -11,63 +11,69 @@ checker's score on the real rendered scenes is reported beside it as the ceiling
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from ..data.shapes import load_shapes
-from ..diffusion import DEFAULT_SAMPLER
+from ..diffusion import SamplingConfig
 from ..errors import ConfigError
-from ..eval.shapes_check import score_batch
-from .image import ImageModel
+from .image import batch_sampling
+from .shapes_check import score_batch
+
+if TYPE_CHECKING:  # a type only: eval never imports the family layer
+    from ..families.image.model import ImageModel
 
 SHAPES_SPLITS = {"seen": "test_seen", "heldout": "test_heldout"}
 
 
-def generate_for_prompts(im: ImageModel, prompts: Sequence[str], *, guidance: float, sampler: str, steps: int,
-                         seed: int, batch_size: int, negative_prompt: str | None = None,
+def generate_for_prompts(im: ImageModel, prompts: Sequence[str], sampling: SamplingConfig, *, batch_size: int,
+                         negative_prompt: str | None = None,
                          on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """One image per prompt, (N, C, H, W) uint8, in batches (batch b uses seed + b)."""
     out = []
     for b, start in enumerate(range(0, len(prompts), batch_size)):
         chunk = list(prompts[start:start + batch_size])
-        out.append(im.generate(len(chunk), sampler=sampler, steps=steps, prompt=chunk, guidance=guidance,
-                               negative_prompt=negative_prompt, seed=seed + b))
+        out.append(im.generate(len(chunk), batch_sampling(sampling, b), prompt=chunk,
+                               negative_prompt=negative_prompt))
         if on_batch is not None:
             on_batch(len(chunk))
     return torch.cat(out)
 
 
-def evaluate_shapes_adherence(im: ImageModel, *, n: int = 200, guidance: Sequence[float] = (4.0,),
-                              sampler: str = DEFAULT_SAMPLER, steps: int = 25, seed: int = 0, batch_size: int = 50,
-                              start: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Prompt adherence on ``n`` seen and ``n`` held-out ``shapes`` prompts at each guidance scale: the
-    test scenes ``start .. start+n-1`` of each split (tune settings on one range, report another)."""
+def evaluate_shapes_adherence(im: ImageModel, sampling: SamplingConfig | None = None, *, n: int = 200,
+                              guidance: Sequence[float] = (4.0,), batch_size: int = 50, start: int = 0,
+                              progress: bool = False) -> dict[str, Any]:
+    """Prompt adherence on ``n`` seen and ``n`` held-out ``shapes`` prompts at each guidance scale (which
+    replaces the one in ``sampling``): the test scenes ``start .. start+n-1`` of each split (tune settings
+    on one range, report another)."""
     if not im.text_conditional:
         raise ConfigError(f"'{im.path}' is not a text-to-image model")
     if n < 1 or not guidance:
         raise ConfigError("give at least one prompt (--n) and one guidance scale")
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise ConfigError(f"the first test scene (--start) must be a whole number >= 0, got {start!r}")
-    im.check_request(sampler, steps)
+    sampling = im.sampling(sampling)
+    configs = [replace(sampling, guidance=scale) for scale in guidance]  # every scale checked up front
     size = im.image_shape[-1]
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=2 * n * len(guidance), desc="generating", unit="img")
-    result: dict[str, Any] = {"data": "shapes", "n": n, "start": start, "sampler": sampler, "steps": steps,
-                              "seed": seed, "guidance": list(guidance), "real": {}, "scores": []}
+    result: dict[str, Any] = {"data": "shapes", "n": n, "start": start, **sampling.params(),
+                              "guidance": list(guidance), "real": {}, "scores": []}
     t0 = time.perf_counter()
     try:
         for name, split in SHAPES_SPLITS.items():
             truth = load_shapes(split, n=n, image_size=size, start=start)
             specs = [scene.spec for scene in truth.scenes]
             result["real"][name] = score_batch(truth.images, specs, name).as_dict()
-            for scale in guidance:
-                images = generate_for_prompts(im, truth.captions, guidance=scale, sampler=sampler, steps=steps,
-                                              seed=seed, batch_size=batch_size,
+            for cfg in configs:
+                images = generate_for_prompts(im, truth.captions, cfg, batch_size=batch_size,
                                               on_batch=bar.update if bar is not None else None)
-                result["scores"].append({"guidance": scale, **score_batch(images.numpy(), specs, name).as_dict()})
+                result["scores"].append({"guidance": cfg.guidance,
+                                         **score_batch(images.numpy(), specs, name).as_dict()})
     finally:
         if bar is not None:
             bar.close()

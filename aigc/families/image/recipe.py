@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
-from ..data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
-from ..diffusion import GaussianDiffusion
-from ..diffusion.config import DiffusionConfig
-from ..errors import ConfigError
-from ..models.unet import UNet, UNetConfig
-from ..objectives.diffusion import DiffusionObjective
-from ..train.config import TrainConfig
-from ..train.trainer import Trainer
-from .common import load_preset, preset_with, refuse_existing_run, saved_config
+from ...data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
+from ...diffusion import GaussianDiffusion
+from ...diffusion.config import DiffusionConfig
+from ...errors import ConfigError
+from ...models.unet import UNet, UNetConfig
+from ...objectives.diffusion import DiffusionObjective
+from ...train.config import TrainConfig
+from ...train.trainer import Trainer
+from ..runs import load_preset, preset_with, refuse_existing_run, saved_config
+from . import FAMILY
 
-KIND = "unet"
 
 
 @dataclass
@@ -44,15 +44,21 @@ class ImageRunConfig:
 
 
 def preset(name: str) -> ImageRunConfig:
-    return load_preset(ImageRunConfig, "image", name)
+    return load_preset(ImageRunConfig, FAMILY.name, name)
 
 
 def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> ImageRunConfig:
-    return preset_with(ImageRunConfig, "image", preset_name, {"data": data, **overrides})
+    """A preset for ``data`` with overrides; a fixed Σ (diffusion.learn_sigma false) trains with the
+    plain mse loss unless diffusion.loss says otherwise (the hybrid loss needs a learned Σ)."""
+    overrides = dict(overrides)
+    if str(overrides.get("diffusion.learn_sigma", "")).lower() in ("false", "0", "no", "off") \
+            and "diffusion.loss" not in overrides:
+        overrides["diffusion.loss"] = "mse"
+    return preset_with(ImageRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> ImageRunConfig:
-    return saved_config(ImageRunConfig, KIND, "an image diffusion run", out, overrides)
+    return saved_config(ImageRunConfig, FAMILY.kind, "an image diffusion run", out, overrides)
 
 
 class DiffusionValidation:
@@ -110,8 +116,8 @@ def model_config(cfg: ImageRunConfig, data: ImageDataset) -> UNetConfig:
     return m
 
 
-def train_image(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+def train(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a diffusion model into run folder ``out``; returns the final metrics."""
     out = Path(out)
     refuse_existing_run(out, resume)
@@ -130,7 +136,7 @@ def train_image(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at
     meta = {k: v for k, v in asdict(cfg).items() if k != "train"}
     meta["class_names"] = train_data.class_names if cfg.class_cond else []
     evaluate = ImageValidation(process, test_data, cfg.val_images, cfg.class_cond)
-    trainer = Trainer(model, objective, source, cfg.train, out, kind=KIND, meta=meta, evaluate=evaluate,
+    trainer = Trainer(model, objective, source, cfg.train, out, kind=FAMILY.kind, meta=meta, evaluate=evaluate,
                       progress=progress)
     result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_images": len(train_data),

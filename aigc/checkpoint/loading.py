@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .. import checkpoint as ckpt
 from ..config import from_dict
 from ..errors import CheckpointError
 from ..tokenizers import Tokenizer, tokenizer_from_dict
-from ..train import checkpoint as ckpt
-from ..train.state import load_unique_state
+from .state import load_unique_state
 
 M = TypeVar("M", bound=nn.Module)
 

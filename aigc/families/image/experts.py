@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError
-from .image import ImageModel
+from ...errors import CheckpointError, ConfigError
+from .model import ImageModel
 
 EXPERTS_FILE = "experts.json"
 # what every expert must agree on for one process to read all their outputs
@@ -113,6 +113,11 @@ def _check_compatible(base: ImageModel, other: ImageModel) -> None:
 
 def is_experts_folder(path: str | Path) -> bool:
     return (Path(path) / EXPERTS_FILE).is_file()
+
+
+def open_experts(folder: str | Path, load: Callable[..., Any], **kwargs: Any) -> ExpertImageModel | None:
+    """The experts of ``folder`` when it holds an ``experts.json`` (else None), each loaded by ``load``."""
+    return load_experts(folder, load, **kwargs) if is_experts_folder(folder) else None
 
 
 def load_experts(folder: str | Path, load: Callable[..., Any], **kwargs: Any) -> ExpertImageModel:

@@ -1,1 +1,0 @@
-"""Loaded, reusable models: a network, its tokenizer and config, behind task methods."""
