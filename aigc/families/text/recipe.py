@@ -27,7 +27,6 @@ from ..runs import fit_vocab, load_preset, refuse_existing_run, saved_config
 from . import FAMILY
 
 
-
 @dataclass
 class TokenizerConfig:
     kind: str = "char"            # char | bpe
