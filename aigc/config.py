@@ -108,6 +108,16 @@ def _override(cfg: Any, parts: list[str], text: str, full: str) -> Any:
     return dataclasses.replace(cfg, **{key: value})
 
 
+def with_options(cls: type[T], base: T | None, what: str, options: dict[str, Any]) -> T:
+    """``base`` (default: ``cls()``) with keyword ``options`` replacing its fields; the result is validated
+    as the dataclass validates itself. An unknown option is an error naming the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {what} option '{unknown[0]}'; valid: {', '.join(names)}")
+    return dataclasses.replace(base or cls(), **options)
+
+
 def load_json(path: Path) -> dict[str, Any]:
     """Read a JSON object from ``path`` with a clear error if it is missing or broken."""
     try:

@@ -7,12 +7,13 @@ a sampler without one) is an error, never dropped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..config import with_options
 from ..errors import ConfigError
 from .process import SPACINGS, GaussianDiffusion, ModelFn
 from .samplers import DEFAULT_SAMPLER, ETA_DEFAULTS, SAMPLERS, Callback, Project, Schedule, sampling_schedule
@@ -77,15 +78,9 @@ class SamplingConfig:
                 **({"spacing": self.spacing} if self.spacing is not None else {})}
 
 
-SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingConfig))
-
-
 def sampling_config(base: SamplingConfig | None = None, **options: Any) -> SamplingConfig:
     """``base`` (default: the defaults) with keyword ``options`` replaced; an unknown option is an error."""
-    unknown = sorted(set(options) - set(SAMPLING_FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown sampling option '{unknown[0]}'; valid: {', '.join(SAMPLING_FIELDS)}")
-    return replace(base or SamplingConfig(), **options)
+    return with_options(SamplingConfig, base, "sampling", options)
 
 
 @torch.no_grad()

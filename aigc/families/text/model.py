@@ -1,21 +1,18 @@
 """A trained GPT language model behind generate / stream / evaluate."""
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 from ...checkpoint.loading import build_model, read_tokenizer
+from ...config import with_options
 from ...data import load_text_corpus
-from ...errors import ConfigError
 from ...eval.perplexity import LMScore, score_tokens
 from ...generate.text import GenerationConfig, TextCallback, generate_text, stream_text
 from ...models.gpt import GPT, GPTConfig
 from ...tokenizers import Tokenizer
-
-GEN_FIELDS = {f.name for f in fields(GenerationConfig)}
 
 
 class TextModel:
@@ -69,10 +66,7 @@ def unit_table(tok: Tokenizer, unit: str) -> list[int]:
 
 def generation_config(base: GenerationConfig | None = None, **options: Any) -> GenerationConfig:
     """``base`` (default: the defaults) with keyword ``options`` replaced; an unknown option is an error."""
-    unknown = sorted(set(options) - GEN_FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown generation option '{unknown[0]}'; valid: {', '.join(sorted(GEN_FIELDS))}")
-    return replace(base or GenerationConfig(), **options)
+    return with_options(GenerationConfig, base, "generation", options)
 
 
 def load_text_model(folder: Path, config: dict[str, Any], ema: bool = True,

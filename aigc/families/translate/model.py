@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ...checkpoint.loading import build_model, read_tokenizer
+from ...config import with_options
 from ...errors import ConfigError, DataError
 from ...generate.seq2seq import DecodeConfig, Hypothesis, beam_search, greedy_decode
 from ...models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -111,11 +111,7 @@ class Translator:
 
 def decode_config(base: DecodeConfig | None = None, **options: Any) -> DecodeConfig:
     """``base`` (default: the defaults) with keyword ``options`` replaced; an unknown option is an error."""
-    names = [f.name for f in fields(DecodeConfig)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown decoding option '{unknown[0]}'; valid: {', '.join(names)}")
-    return replace(base or DecodeConfig(), **options)
+    return with_options(DecodeConfig, base, "decoding", options)
 
 
 def load_translator(folder: Path, config: dict[str, Any], ema: bool = True,
