@@ -1,16 +1,18 @@
 """Accuracy of class-conditional samples under a classifier trained on the real images.
 
 A generator asked for class k should make images that a good classifier of
-the real data calls k. ``cached_classifier`` trains the small CNN of
-``aigc.models.classifier`` once per (data set, image size) and keeps its weights
-as safetensors (config in the metadata) under ``$AIGC_CACHE/classifier``.
+the real data calls k. ``train_classifier`` trains the small CNN of
+``aigc.models.classifier`` through the shared :class:`~aigc.train.trainer.Trainer`
+(in a throwaway run folder); ``cached_classifier`` does so once per (data set,
+image size) and keeps its weights as safetensors (config in the metadata) under
+``$AIGC_CACHE/classifier``.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,46 +24,72 @@ from torch import Tensor
 
 from ..data.cache import cache_root
 from ..data.images import ImageDataset, to_model_range
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..models.classifier import Classifier, ClassifierConfig
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer
+
+
+class _EpochBatches:
+    """The batch source: every step's image indices, drawn up front as epochs of random permutations
+    from one generator (the stream a step-by-step loop draws), so a batch is a pure function of the
+    step. The last batch of an epoch is short when ``batch_size`` does not divide N."""
+
+    def __init__(self, dataset: ImageDataset, epochs: int, batch_size: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        n = len(dataset)
+        self.images, self.labels = dataset.images, dataset.labels
+        self.steps: list[Tensor] = []
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            self.steps += [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+
+    def batch(self, step: int, part: int, parts: int) -> tuple[Tensor, Tensor]:
+        if parts != 1:
+            raise ConfigError("the classifier trains in one process without gradient accumulation")
+        idx = self.steps[step]
+        return to_model_range(self.images[idx]), self.labels[idx]  # (B, C, H, W) in [-1, 1], (B,)
+
+    def items(self, step: int) -> int:
+        return len(self.steps[step])
 
 
 def train_classifier(dataset: ImageDataset, epochs: int = 3, seed: int = 0, batch_size: int = 128,
                      lr: float = 2e-3, cfg: ClassifierConfig | None = None, progress: bool = False) -> Classifier:
-    """Train a :class:`Classifier` on a labelled data set with Adam (cosine-decayed learning rate);
-    the same seed gives the same weights."""
+    """Train a :class:`Classifier` on a labelled data set with Adam (cosine-decayed learning rate) through
+    the :class:`~aigc.train.trainer.Trainer`, on the CPU, in a temporary run folder; the same seed gives
+    the same weights."""
     if dataset.labels is None or dataset.num_classes < 2:
         raise DataError(f"the data set {dataset.name!r} has no class labels (or only one class); "
                         "a classifier needs at least two labelled classes")
+    if batch_size < 1 or not lr > 0:
+        raise ConfigError(f"the classifier needs batch_size >= 1 and lr > 0, got {batch_size} and {lr}")
     cfg = cfg or ClassifierConfig(in_channels=dataset.channels, image_size=dataset.image_size,
                                   num_classes=dataset.num_classes)
     torch.manual_seed(seed)
     model = Classifier(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = len(dataset)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    g = torch.Generator().manual_seed(seed)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc="classifier", unit="step")
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size]
-            loss = F.cross_entropy(model(to_model_range(dataset.images[idx])), dataset.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    if bar is not None:
-        bar.close()
+    source = _EpochBatches(dataset, epochs, batch_size, seed)
+    total = len(source.steps)
+    if total == 0:  # epochs <= 0: the untrained model, as before
+        return model.eval()
+    # Dropout draws on one stream of torch's global RNG continued from the model's initialisation, not on
+    # the Trainer's per-step seeds: the weights stay those of the step-by-step loop (nothing here resumes).
+    rng = [torch.get_rng_state()]
+
+    def objective(m: Classifier, batch: tuple[Tensor, Tensor]) -> Tensor:
+        torch.set_rng_state(rng[0])
+        loss = F.cross_entropy(m(batch[0]), batch[1])
+        rng[0] = torch.get_rng_state()
+        return loss
+
+    # Adam == AdamW without weight decay; lr * 0.5 (1 + cos(pi s / total)), no warmup, no clipping
+    tc = TrainConfig(batch_size=batch_size, lr=lr, min_lr=0.0, schedule="cosine", warmup_steps=0,
+                     max_steps=total, weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0,
+                     eval_interval=total, log_interval=total, seed=seed, device="cpu", precision="fp32",
+                     threads=None)
+    with tempfile.TemporaryDirectory(prefix="aigc-classifier-") as run_dir:
+        Trainer(model, objective, source, tc, Path(run_dir), kind="classifier",
+                meta={"classifier": asdict(cfg), "data": dataset.name}, progress=progress).fit()
     return model.eval()
 
 

@@ -12,12 +12,13 @@ Ties count fractionally, as if broken at random: a true candidate tied with t
 others and beaten by g gets credit ``clip((k - g) / (t + 1), 0, 1)``, so a
 model that scores everything alike sits exactly at chance.
 
-Training (:func:`train_contrastive`) samples one caption per image per step
-(all captions are positives; captions in CJK script are left out by default, see
-:func:`training_captions`), shifts images by a few pixels (white fill) and
-never flips them: mirrored emoji change meaning (arrows, "left-facing",
-letters in "CL button", flags). Colour is left alone too; it is what
-distinguishes "red heart" from "blue heart". :func:`cached_contrastive`
+Training (:func:`train_contrastive`) runs through the shared
+:class:`~aigc.train.trainer.Trainer`, in a throwaway run folder. It samples one
+caption per image per step (all captions are positives; captions in CJK script
+are left out by default, see :func:`training_captions`), shifts images by a few
+pixels (white fill) and never flips them: mirrored emoji change meaning (arrows,
+"left-facing", letters in "CL button", flags). Colour is left alone too; it is
+what distinguishes "red heart" from "blue heart". :func:`cached_contrastive`
 trains once per (data, config, seed) and keeps the trainable weights as
 safetensors with the configs (and tokenizer) as JSON metadata under
 ``$AIGC_CACHE/contrastive``.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
@@ -47,6 +47,8 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..models.contrastive import ContrastiveConfig, ContrastiveModel, contrastive_loss, positives
 from ..models.minilm import MiniLM, minilm_folder
 from ..tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer
 
 FORMAT = "aigc-contrastive/1"
 CJK = re.compile("[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
@@ -92,9 +94,13 @@ def shift_images(x: Tensor, shift: int, generator: torch.Generator) -> Tensor:
     """Translate each image (B, 3, S, S) in [-1, 1] by up to +-shift pixels, filling with white (1.0)."""
     if shift == 0:
         return x
-    B, _, H, W = x.shape
+    return _shift(x, shift, torch.randint(0, 2 * shift + 1, (x.shape[0], 2), generator=generator).tolist())
+
+
+def _shift(x: Tensor, shift: int, off: list[list[int]]) -> Tensor:
+    """``shift_images`` with the offsets given: (dy, dx) in [0, 2 shift] per image."""
+    _, _, H, W = x.shape
     padded = torch.nn.functional.pad(x, (shift, shift, shift, shift), value=1.0)  # (B, 3, H+2s, W+2s)
-    off = torch.randint(0, 2 * shift + 1, (B, 2), generator=generator).tolist()
     return torch.stack([padded[b, :, dy:dy + H, dx:dx + W] for b, (dy, dx) in enumerate(off)])
 
 
@@ -124,15 +130,6 @@ def build_tokenizer(captions: Sequence[Sequence[str]], cfg: ContrastiveConfig) -
     return train_tokenizer(cfg.text_tokenizer, text, vocab)
 
 
-def _optimizer(model: ContrastiveModel, tc: ContrastiveTrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)  # biases, norms and logit_scale: no decay
-    return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
-
-
 def _check_train(train: CaptionedImages, cfg: ContrastiveConfig) -> None:
     if not isinstance(train, CaptionedImages):
         raise DataError(f"train_contrastive takes CaptionedImages, got {type(train).__name__}")
@@ -143,11 +140,52 @@ def _check_train(train: CaptionedImages, cfg: ContrastiveConfig) -> None:
                         f"{cfg.image_size}; load the data at that size or change the config")
 
 
+class _CaptionBatches:
+    """The batch source: each step's images (shuffled epochs of ``B``; a remainder is left out), random
+    shifts and one caption per image, all drawn up front from one generator in the order a step-by-step
+    loop draws them (permutation, then that step's shifts), so a batch is a pure function of the step."""
+
+    def __init__(self, train: CaptionedImages, captions: list[list[str]], tc: ContrastiveTrainConfig, seed: int,
+                 feats: Tensor | None, row_of: dict[str, int]) -> None:
+        g = torch.Generator().manual_seed(seed)
+        n = len(train)
+        B = min(tc.batch_size, n)
+        per_epoch = n // B
+        self.images, self.captions, self.shift = train.images, captions, tc.shift
+        self.feats, self.row_of = feats, row_of
+        self.idx: list[list[int]] = []
+        self.off: list[list[list[int]] | None] = []
+        self.texts: list[list[str]] = []
+        perm = torch.randperm(n, generator=g)
+        for step in range(tc.steps):
+            if step and step % per_epoch == 0:
+                perm = torch.randperm(n, generator=g)
+            idx = perm[(step % per_epoch) * B:(step % per_epoch + 1) * B].tolist()
+            self.idx.append(idx)
+            self.off.append(torch.randint(0, 2 * tc.shift + 1, (B, 2), generator=g).tolist() if tc.shift else None)
+            self.texts.append([pick_caption(captions[i], train.ids[i], step, seed) for i in idx])
+
+    def batch(self, step: int, part: int, parts: int) -> tuple[Tensor, Tensor | list[str], Tensor]:
+        """(images (B, 3, S, S) in [-1, 1], frozen text features (B, 384) or the captions, positives (B, B))."""
+        if parts != 1:
+            raise ConfigError("a contrastive model trains in one process without gradient accumulation: "
+                              "its loss contrasts the whole batch")
+        idx, texts, off = self.idx[step], self.texts[step], self.off[step]
+        x = to_model_range(self.images[idx])
+        x = _shift(x, self.shift, off) if off is not None else x
+        txt = self.feats[[self.row_of[t] for t in texts]] if self.feats is not None else texts
+        return x, txt, positives([self.captions[i] for i in idx], texts)
+
+    def items(self, step: int) -> int:
+        return len(self.idx[step])
+
+
 def train_contrastive(train: CaptionedImages, cfg: ContrastiveConfig | None = None, seed: int = 0,
                       progress: bool = False, *, train_cfg: ContrastiveTrainConfig | None = None,
                       minilm: MiniLM | None = None, callback: StepCallback | None = None) -> ContrastiveModel:
-    """Train a :class:`ContrastiveModel` on captioned images (symmetric InfoNCE, AdamW); the same seed gives
-    the same weights. ``callback(step, loss, model)`` runs after every step (evaluation, cancellation)."""
+    """Train a :class:`ContrastiveModel` on captioned images (symmetric InfoNCE, AdamW) through the
+    :class:`~aigc.train.trainer.Trainer`, on the CPU, in a temporary run folder; the same seed gives the
+    same weights. ``callback(step, loss, model)`` runs after every step (evaluation, cancellation)."""
     cfg = cfg or ContrastiveConfig(image_size=train.image_size)
     tc = train_cfg or ContrastiveTrainConfig()
     cfg.validate()
@@ -161,41 +199,30 @@ def train_contrastive(train: CaptionedImages, cfg: ContrastiveConfig | None = No
         texts = sorted({c for caps in captions for c in caps})
         row_of = {t: i for i, t in enumerate(texts)}
         feats = model.frozen_text_features(texts)                      # (K, 384)
-    opt = _optimizer(model, tc)
-    warm = max(tc.warmup_steps, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(max(s - tc.warmup_steps, 0) / max(tc.steps - tc.warmup_steps, 1), 1.0))))
-    g = torch.Generator().manual_seed(seed)
-    n = len(train)
-    B = min(tc.batch_size, n)
-    per_epoch = n // B
-    perm = torch.randperm(n, generator=g)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=tc.steps, desc="contrastive", unit="step")
-    model.train()
-    for step in range(tc.steps):
-        if step and step % per_epoch == 0:
-            perm = torch.randperm(n, generator=g)
-        idx = perm[(step % per_epoch) * B:(step % per_epoch + 1) * B].tolist()
-        texts = [pick_caption(captions[i], train.ids[i], step, seed) for i in idx]
-        x = shift_images(to_model_range(train.images[idx]), tc.shift, g)  # (B, 3, S, S)
-        img = model.encode_images(x)                                       # (B, D)
-        txt = model.project_text(feats[[row_of[t] for t in texts]]) if feats is not None else model.encode_texts(texts)
-        loss = contrastive_loss(img, txt, model.scale(), positives([captions[i] for i in idx], texts))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.scale().item():.3f}")
-        if callback is not None:
-            callback(step, loss.item(), model)
-            model.train()
-    if bar is not None:
-        bar.close()
+    source = _CaptionBatches(train, captions, tc, seed, feats, row_of)
+    # Dropout draws on one stream of torch's global RNG continued from the model's initialisation, not on
+    # the Trainer's per-step seeds: the weights stay those of the step-by-step loop (nothing here resumes).
+    rng = [torch.get_rng_state()]
+
+    def objective(m: ContrastiveModel, batch: tuple[Tensor, Tensor | list[str], Tensor]) -> Tensor:
+        x, txt, pos = batch
+        torch.set_rng_state(rng[0])
+        img = m.encode_images(x)                                                        # (B, D)
+        emb = m.project_text(txt) if isinstance(txt, Tensor) else m.encode_texts(txt)  # (B, D)
+        loss = contrastive_loss(img, emb, m.scale(), pos)
+        rng[0] = torch.get_rng_state()
+        return loss
+
+    # linear warmup to lr, then cosine to 0; AdamW's default betas, decay on dim >= 2 only (not on biases,
+    # norms or logit_scale), no clipping
+    run = TrainConfig(batch_size=min(tc.batch_size, len(train)), lr=tc.lr, min_lr=0.0, schedule="cosine",
+                      warmup_steps=tc.warmup_steps, max_steps=tc.steps, weight_decay=tc.weight_decay,
+                      beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=tc.steps, log_interval=tc.steps,
+                      seed=seed, device="cpu", precision="fp32", threads=None)
+    with tempfile.TemporaryDirectory(prefix="aigc-contrastive-") as run_dir:
+        Trainer(model, objective, source, run, Path(run_dir), kind="contrastive",
+                meta={"contrastive": cfg.to_dict(), "data": train.name}, progress=progress,
+                on_step=callback, save_frozen=False).fit()  # the MiniLM backbone (90 MB) is not saved
     return model.eval()
 
 

@@ -11,7 +11,8 @@ resume. It never learns what it trains: the caller passes
   ``items(step)``: the tokens (or images) in that global batch. A batch is a
   pure function of the step, so resuming needs no data position and any
   (world size x accumulation) split sees the same global batch;
-* optionally ``evaluate(model) -> {"val_loss": ...}``.
+* optionally ``evaluate(model) -> {"val_loss": ...}``, and ``on_step(step, loss, model)``,
+  run after every optimizer step (0-based step, that step's loss on this rank).
 
 An objective that keeps state across steps (a diffusion model's importance
 sampler of timesteps) exposes ``state_dict()`` / ``load_state_dict(d)`` with
@@ -50,6 +51,7 @@ class BatchSource(Protocol):
 
 Objective = Callable[[nn.Module, Any], Tensor]
 Evaluate = Callable[[nn.Module], dict[str, float]]
+StepHook = Callable[[int, float, nn.Module], None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -78,12 +80,18 @@ def _to(batch: Any, device: torch.device) -> Any:
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, source: BatchSource, cfg: TrainConfig,
                  run_dir: Path, *, kind: str, meta: dict[str, Any], files: dict[str, str] | None = None,
-                 evaluate: Evaluate | None = None, progress: bool = True) -> None:
+                 evaluate: Evaluate | None = None, progress: bool = True, on_step: StepHook | None = None,
+                 save_frozen: bool = True) -> None:
+        """``on_step(step, loss, model)`` runs after each optimizer step (0-based step, the step's loss as a
+        float; the model is put back in training mode afterwards). ``save_frozen=False`` leaves parameters
+        with ``requires_grad=False`` (a frozen pre-trained backbone, loaded from elsewhere) out of the
+        checkpoints; resuming keeps the model's own values for them."""
         cfg.validate()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.cfg, self.objective, self.source, self.evaluate = cfg, objective, source, evaluate
         self.run_dir, self.kind, self.meta, self.files = Path(run_dir), kind, meta, files or {}
+        self.on_step, self.save_frozen = on_step, save_frozen
         self.device = pick_device(cfg.device)
         if cfg.precision == "bf16" and self.device.type == "cpu":
             raise ConfigError("bf16 is far slower than fp32 on CPUs; use train.precision=fp32 on CPU")
@@ -103,6 +111,13 @@ class Trainer:
         self.progress = progress and self.dist.main
 
     # ---- checkpoints -------------------------------------------------------------
+    def _saved(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The model (or EMA) tensors a checkpoint holds: all, or (save_frozen=False) all but frozen parameters."""
+        if self.save_frozen:
+            return tensors
+        frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
+        return {k: v for k, v in tensors.items() if k not in frozen}
+
     def _state(self) -> dict[str, Any]:
         state = {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best}
         if hasattr(self.objective, "state_dict"):
@@ -113,9 +128,9 @@ class Trainer:
         if not self.dist.main:
             return None
         opt_tensors, opt_meta = optimizer_to_flat(self.opt)
-        tensors = {"model": unique_state(self.model), "optimizer": opt_tensors}
+        tensors = {"model": self._saved(unique_state(self.model)), "optimizer": opt_tensors}
         if self.ema is not None:
-            tensors["ema"] = self.ema.state()
+            tensors["ema"] = self._saved(self.ema.state())
         files = dict(self.files)
         files["trainer_state.json"] = json.dumps({**self._state(), "optimizer": opt_meta}, indent=1)
         meta = {**self.meta, "train": asdict(self.cfg)}
@@ -129,7 +144,9 @@ class Trainer:
         """Continue from ``RUN/latest``: weights, optimizer, EMA, step, clock, best score."""
         path = ckpt.resolve(self.run_dir, prefer=("latest",))
         ckpt.read_config(path)
-        load_unique_state(self.model, ckpt.read_tensors(path, "model"))
+        current = unique_state(self.model)
+        kept = {k: v for k, v in current.items() if k not in self._saved(current)}  # frozen ones left out
+        load_unique_state(self.model, {**kept, **ckpt.read_tensors(path, "model")})
         try:
             state = json.loads(ckpt.read_text(path, "trainer_state.json"))
         except json.JSONDecodeError:
@@ -214,6 +231,9 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 if self.ema is not None:
                     self.ema.update(self.model, self.step)
+                if self.on_step is not None:
+                    self.on_step(self.step, loss_sum.item(), self.model)
+                    self.model.train()
                 self.step += 1
                 window_items += items
                 now = time.perf_counter()
