@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,63 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_SEED = 2 ** 64 - 1  # what torch.Generator.manual_seed takes
+
+
+# ---- number checks: one sentence for each way a number can be wrong -----------------------------------
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as a whole number in [low, high] (high None: no bound), else ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in {low}..{high:,}"
+        raise ConfigError(f"{name} must be a whole number {span}, got {value!r}")
+    return value
+
+
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite number within the bounds given (open or closed), else ConfigError."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        span = " and ".join(x for x in (lo, hi) if x)
+        raise ConfigError(f"{name} must be a finite number{' ' + span if span else ''}, got {value!r}")
+    return float(value)
+
+
+# Bounds on model sizes: far above anything this toolkit trains, low enough that a corrupt or hostile
+# config is refused at once instead of building for minutes (the weights' header is checked next).
+SIZE_BOUNDS = {"layers": 1024, "width": 65_536, "heads": 1024, "context": 1_048_576, "vocab": 4_194_304,
+               "ratio": 64, "blocks": 64, "levels": 16, "pixels": 65_536}
+
+
+def check_sizes(section: str, cfg: Any, sizes: dict[str, str]) -> None:
+    """Each field of ``sizes`` (field -> kind in SIZE_BOUNDS) a whole number in 1..its bound."""
+    for name, kind in sizes.items():
+        check_int(f"{section}.{name}", getattr(cfg, name), 1, SIZE_BOUNDS[kind])
+
+
+def check_seed(name: str, value: Any) -> int | None:
+    """A seed: None (a fresh one) or a whole number in 0..2^64-1."""
+    return None if value is None else check_int(name, value, 0, MAX_SEED)
+
+
+def refuse_non_finite(cfg: Any, where: str = "") -> None:
+    """ConfigError for any NaN or infinite float in a (nested) dataclass config, lists included."""
+    for f in dataclasses.fields(cfg):
+        value, name = getattr(cfg, f.name), _join(where, f.name)
+        if dataclasses.is_dataclass(value):
+            refuse_non_finite(value, name)
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"option '{name}' must be a finite number, got {value!r}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -46,7 +104,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         tp = hints[key]
         kwargs[key] = from_dict(tp, value, _join(where, key)) if _is_dataclass_type(tp) else value
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    refuse_non_finite(cfg, where)
+    return cfg
 
 
 def _join(where: str, key: str) -> str:
@@ -72,7 +132,10 @@ def _parse_scalar(text: str, tp: Any, name: str) -> Any:
         if tp is int:
             return int(float(text)) if "e" in text.lower() else int(text)
         if tp is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ConfigError(f"option '{name}' must be a finite number, got '{text}'")
+            return value
         if tp is str:
             return text
         if origin in (list, tuple):

@@ -327,7 +327,7 @@ class ImageBatches:
         if perm is None:
             if len(self._perms) > 4:
                 self._perms.clear()
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2 ** 64)
             perm = self._perms[epoch] = torch.randperm(len(self.images), generator=g)
         return perm
 
@@ -350,7 +350,7 @@ class ImageBatches:
         idx = self.indices(step)[sl]
         x = to_model_range(self.images[idx])                                          # (rows, C, H, W)
         if self.hflip:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + step * 104_729 + 1)
+            g = torch.Generator().manual_seed((self.seed * 7_919 + step * 104_729 + 1) % 2 ** 64)
             flip = (torch.rand(self.batch_size, generator=g) < 0.5)[sl]
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         y = self.labels[idx] if self.labels is not None else None

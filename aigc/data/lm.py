@@ -29,14 +29,14 @@ class TokenWindows:
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be divisible by "
                               f"processes x grad_accum ({parts})")
         rows = self.batch_size // parts
-        g = torch.Generator().manual_seed(self.seed * 104_729 + step)
+        g = torch.Generator().manual_seed((self.seed * 104_729 + step) % 2 ** 64)
         starts = torch.randint(0, self.tokens.numel() - self.block_size - 1, (self.batch_size,), generator=g)
         window = self.tokens[starts[part * rows:(part + 1) * rows, None] + self._span].long()  # (rows, T+1)
         return window[:, :-1], window[:, 1:]
 
     def fixed_batches(self, n: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:
         """``n`` reproducible batches (validation during training)."""
-        g = torch.Generator().manual_seed(self.seed + 17)
+        g = torch.Generator().manual_seed((self.seed + 17) % 2 ** 64)
         out = []
         for _ in range(n):
             starts = torch.randint(0, self.tokens.numel() - self.block_size - 1, (batch_size,), generator=g)

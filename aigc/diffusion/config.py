@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import check_int, refuse_non_finite
 from ..errors import ConfigError
 from .process import DEFAULT_CLIP_RANGE, GaussianDiffusion, Likelihood, VarType
 from .schedules import make_betas
@@ -28,8 +29,8 @@ class DiffusionConfig:
     clip_range: list[float] | None = field(default_factory=lambda: list(DEFAULT_CLIP_RANGE))  # x̂_0 range; null: none
 
     def validate(self) -> None:
-        if self.timesteps < 1:
-            raise ConfigError(f"diffusion.timesteps must be positive, got {self.timesteps}")
+        refuse_non_finite(self, "diffusion")
+        check_int("diffusion.timesteps", self.timesteps, 1, 100_000)
         if not 0.0 <= self.class_dropout < 1.0:
             raise ConfigError(f"diffusion.class_dropout must be in [0, 1), got {self.class_dropout}")
         if self.fixed_variance not in ("fixed_large", "fixed_small"):

@@ -6,19 +6,18 @@ a sampler without one) is an error, never dropped.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..config import with_options
+from ..config import check_float, check_int, check_seed, with_options
 from ..errors import ConfigError
 from .process import SPACINGS, GaussianDiffusion, ModelFn
 from .samplers import DEFAULT_SAMPLER, ETA_DEFAULTS, SAMPLERS, Callback, Project, Schedule, sampling_schedule
 
-MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+MAX_STEPS = 10_000  # network evaluations per sample (a schedule of T steps allows at most T)
 
 
 @dataclass(frozen=True)
@@ -36,22 +35,16 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"steps must be a whole number >= 1, got {self.steps!r}")
+        check_int("steps", self.steps, 1, MAX_STEPS)
         if self.eta is not None:
             if self.sampler not in ETA_DEFAULTS:
                 raise ConfigError(f"the '{self.sampler}' sampler takes no eta; eta is for "
                                   f"{' and '.join(ETA_DEFAULTS)}")
-            if not _finite(self.eta) or self.eta < 0 or (self.sampler == "dpm++sde" and self.eta == 0):
-                raise ConfigError(f"eta must be a finite number >= 0 (> 0 for dpm++sde), got {self.eta!r}")
+            check_float(f"eta of {self.sampler}", self.eta, 0, low_open=self.sampler == "dpm++sde")
         if self.spacing is not None and self.spacing not in SPACINGS:
             raise ConfigError(f"unknown timestep spacing '{self.spacing}'; choose one of: {', '.join(SPACINGS)}")
-        if not _finite(self.guidance) or self.guidance <= 0:
-            raise ConfigError(f"guidance must be a finite number > 0 (1 = plain conditional model), "
-                              f"got {self.guidance!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed <= MAX_SEED):
-            raise ConfigError(f"seed must be a whole number in 0..{MAX_SEED}, got {self.seed!r}")
+        check_float("guidance (1 = the plain conditional model)", self.guidance, 0, low_open=True)
+        check_seed("seed", self.seed)
 
     def schedule(self, process: GaussianDiffusion) -> Schedule:
         """The training ``process`` respaced for this sampler; steps beyond its T are refused."""
@@ -95,7 +88,3 @@ def sample(model_fn: ModelFn, noise: Tensor, process: GaussianDiffusion, config:
 def run_sampler(model_fn: ModelFn, noise: Tensor, schedule: Schedule, config: SamplingConfig, **kwargs: Any) -> Tensor:
     """:func:`sample` on a schedule already made by ``config.schedule`` (editing makes it first)."""
     return SAMPLERS[config.sampler](model_fn, noise, schedule, **config.sampler_options(), **kwargs)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from ..config import MAX_SEED
 from ..data.images import load_image_dataset, to_model_range
 from ..diffusion import SamplingConfig
 from ..errors import ConfigError
@@ -36,9 +37,9 @@ def sample_for_eval(im: ImageModel, n: int, sampling: SamplingConfig, *, batch_s
 
 
 def batch_sampling(sampling: SamplingConfig, batch: int, guided: bool = True) -> SamplingConfig:
-    """The config of batch ``batch`` of an evaluation: seed + batch (fresh when the seed is None), and no
-    guidance where nothing conditions the model."""
-    seed = None if sampling.seed is None else sampling.seed + batch
+    """The config of batch ``batch`` of an evaluation: seed + batch, modulo 2^64 (fresh when the seed is
+    None), and no guidance where nothing conditions the model."""
+    seed = None if sampling.seed is None else (sampling.seed + batch) % (MAX_SEED + 1)
     return replace(sampling, seed=seed, guidance=sampling.guidance if guided else 1.0)
 
 

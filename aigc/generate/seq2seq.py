@@ -13,13 +13,12 @@ where |Y| counts the generated tokens including the end token.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import check_float, check_int
 
 
 @dataclass
@@ -27,6 +26,10 @@ class Hypothesis:
     tokens: list[int]      # generated ids, without the start token and without the end token
     score: float           # summed log-probability (end token included when it was produced)
     normalized: float      # score after the length penalty: what beam search ranks by
+
+
+MAX_BEAM = 64         # hypotheses kept per sentence (and at most the target vocabulary)
+MAX_LENGTH = 10_000   # tokens of a translation
 
 
 @dataclass
@@ -40,16 +43,11 @@ class DecodeConfig:
     min_len: int = 0              # the end token is masked until this many tokens are generated
 
     def __post_init__(self) -> None:
-        for name in ("beam", "max_len_b", "min_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "beam" else 0):
-                raise ConfigError(f"{name} must be a whole number >= {1 if name == 'beam' else 0}, got {value!r}")
-        for name in ("length_penalty", "max_len_a"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or (name == "max_len_a" and value < 0):
-                raise ConfigError(f"{name} must be a finite number{' >= 0' if name == 'max_len_a' else ''}, "
-                                  f"got {value!r}")
+        check_int("beam", self.beam, 1, MAX_BEAM)
+        check_int("max_len_b", self.max_len_b, 0, MAX_LENGTH)
+        check_int("min_len", self.min_len, 0, MAX_LENGTH)
+        check_float("length_penalty", self.length_penalty)
+        check_float("max_len_a", self.max_len_a, 0, 100)
 
 
 def length_penalty(length: int, alpha: float) -> float:

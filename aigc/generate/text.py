@@ -6,7 +6,6 @@ tokenizer: batched prompts, stop strings, and streaming text pieces.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -14,10 +13,14 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ..config import check_float, check_int, check_seed
 from ..errors import ConfigError
 from ..nn.attention import padded_causal_mask
 from ..tokenizers import Tokenizer
 from . import processors as P
+
+
+MAX_NEW_TOKENS = 100_000  # per prompt, per call
 
 
 @dataclass
@@ -42,23 +45,16 @@ class GenerationConfig:
         return self.temperature == 0.0
 
     def validate(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be a whole number >= 0, got {self.max_new_tokens!r}")
-        if not _finite(self.temperature) or self.temperature < 0:
-            raise ConfigError(f"temperature must be a finite number >= 0 (0 is greedy), got {self.temperature!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-                                       or self.top_k < 1):
-            raise ConfigError(f"top_k must be a whole number >= 1, got {self.top_k!r}")
-        if self.top_p is not None and not (_finite(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not _finite(self.repetition_penalty) or self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        check_int("max_new_tokens", self.max_new_tokens, 0, MAX_NEW_TOKENS)
+        check_float("temperature (0 is greedy)", self.temperature, 0)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.top_p is not None:
+            check_float("top_p", self.top_p, 0, 1, low_open=True)
+        check_float("repetition_penalty", self.repetition_penalty, 0, low_open=True)
         if any(not isinstance(s, str) or s == "" for s in self.stop):
             raise ConfigError("stop strings must be non-empty strings")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2 ** 63):
-            raise ConfigError(f"seed must be a whole number in 0..{2 ** 63 - 1}, got {self.seed!r}")
+        check_seed("seed", self.seed)
 
     def processors(self) -> list[P.Processor]:
         chain: list[P.Processor] = []
@@ -72,10 +68,6 @@ class GenerationConfig:
             if self.top_p is not None and self.top_p < 1.0:
                 chain.append(P.top_p(self.top_p))
         return chain
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fit_prompts(prompts: list[list[int]], context: int, bos_id: int) -> list[list[int]]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_sizes
 from ..errors import ConfigError
 from ..nn.attention import KVCache, MultiHeadAttention, attention_step
 from ..nn.blocks import FeedForward, feed_forward_step
@@ -38,11 +39,8 @@ class GPTConfig:
     tie_embeddings: bool = True
 
     def validate(self) -> None:
-        if self.vocab_size <= 0:
-            raise ConfigError("model.vocab_size must be positive")
-        for name in ("block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_sizes("model", self, {"vocab_size": "vocab", "block_size": "context", "n_layer": "layers",
+                                    "n_head": "heads", "n_embd": "width", "mlp_ratio": "ratio"})
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.activation not in ("gelu", "gelu_tanh"):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_sizes
 from ..errors import ConfigError
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import KVCache, MultiHeadAttention, attention_step, cross_attention_step
@@ -50,11 +51,9 @@ class Seq2SeqConfig:
     init: str = "normal"       # normal: N(0, 0.02) everywhere (BERT, Marian) | xavier: fairseq's (see _init_weights)
 
     def validate(self) -> None:
-        if self.vocab_size <= 0:
-            raise ConfigError("model.vocab_size must be positive")
-        for name in ("max_len", "n_encoder_layers", "n_decoder_layers", "d_model", "n_head", "d_ff"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_sizes("model", self, {"vocab_size": "vocab", "max_len": "context", "n_encoder_layers": "layers",
+                                    "n_decoder_layers": "layers", "d_model": "width", "n_head": "heads",
+                                    "d_ff": "width"})
         if self.d_model % self.n_head:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
         if self.norm not in ("pre", "post"):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_sizes
 from ..errors import ConfigError, DataError
 from ..nn.activations import ACTIVATIONS
 from ..nn.blocks import EncoderLayer
@@ -63,9 +64,8 @@ class TextEncoderConfig:
     def validate(self) -> None:
         if self.vocab_size <= 0:
             raise ConfigError("text_encoder.vocab_size must be positive (set it from the tokenizer)")
-        for name in ("max_len", "d_model", "n_layer", "n_head", "d_ff"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"text_encoder.{name} must be positive, got {getattr(self, name)}")
+        check_sizes("text_encoder", self, {"vocab_size": "vocab", "max_len": "context", "d_model": "width",
+                                           "n_layer": "layers", "n_head": "heads", "d_ff": "width"})
         if self.d_model % self.n_head:
             raise ConfigError(f"text_encoder.d_model ({self.d_model}) must be divisible by "
                               f"text_encoder.n_head ({self.n_head})")

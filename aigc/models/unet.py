@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import SIZE_BOUNDS, check_sizes
 from ..errors import ConfigError
 from ..nn.conv import (Downsample, ResBlock, TemporalConv, Upsample, apply_norm, conv_flops, conv_nd, group_norm,
                        norm_groups, pixel_shuffle, pixel_unshuffle)
@@ -138,10 +139,10 @@ class UNetConfig:
         return channels // self.head_channels if self.head_channels > 0 else self.num_heads
 
     def validate(self) -> None:
-        for name in ("in_channels", "model_channels", "num_res_blocks", "num_heads", "norm_groups", "patch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        check_sizes("model", self, {"in_channels": "width", "model_channels": "width", "num_res_blocks": "blocks",
+                                    "num_heads": "heads", "norm_groups": "width", "patch_size": "pixels"})
+        if len(self.channel_mult) > SIZE_BOUNDS["levels"]:
+            raise ConfigError(f"model.channel_mult may have at most {SIZE_BOUNDS['levels']} levels")
         if self.dims not in (1, 2, 3):
             raise ConfigError(f"model.dims must be 1 (audio), 2 (images) or 3 (volumes), got {self.dims!r}")
         size = self.image_size
@@ -150,6 +151,8 @@ class UNetConfig:
                 or any(not isinstance(s, int) or s <= 0 for s in self.spatial_size):
             raise ConfigError(f"model.image_size must be a positive integer or {self.dims} of them "
                               f"(one per spatial dim), got {size!r}")
+        if max(self.spatial_size) > SIZE_BOUNDS["pixels"]:
+            raise ConfigError(f"model.image_size may be at most {SIZE_BOUNDS['pixels']} per side, got {size!r}")
         for name in ("out_channels", "head_channels", "context_dim", "frames"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be 0 or a positive integer, got {getattr(self, name)!r}")

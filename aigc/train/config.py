@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import check_seed, refuse_non_finite
 from ..errors import ConfigError
 
 
@@ -35,6 +36,8 @@ class TrainConfig:
     threads: int | None = None       # torch intra-op threads (default: torch's choice)
 
     def validate(self) -> None:
+        refuse_non_finite(self, "train")
+        check_seed("train.seed", self.seed)
         positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
                     "keep_last")
         for name in positive:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ...checkpoint.loading import load_weights, read_tokenizer
+from ...checkpoint.loading import check_against_header, load_weights, read_tokenizer, weights_file
 from ...config import from_dict
 from ...errors import CheckpointError, ConfigError
 from ...models.minilm import load_minilm_tokenizer
@@ -25,6 +25,10 @@ def load_t2i_model(folder: Path, config: dict[str, Any], ema: bool, device: str 
         unet_cfg = from_dict(UNetConfig, config["model"])
         text_cfg = from_dict(TextEncoderConfig, config["text"])
         max_len = int(config["max_text_len"])
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint '{folder}' has a broken config ({exc})") from None
+    check_against_header(folder, weights_file(folder, ema), lambda: build_text_to_image(unet_cfg, text_cfg, kind))
+    try:
         model = build_text_to_image(unet_cfg, text_cfg, kind)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint '{folder}' has a broken config ({exc})") from None

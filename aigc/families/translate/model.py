@@ -99,6 +99,9 @@ class Translator:
         cfg = decode_config(decoding, **options)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if cfg.beam > self.model.config.vocab_size:
+            raise ConfigError(f"beam {cfg.beam} is wider than the model's vocabulary of "
+                              f"{self.model.config.vocab_size} tokens")
         single = isinstance(texts, str)
         lines = [texts] if single else list(texts)
         sources = encode_sources(self.tokenizer, lines, self.model.config.max_len - 1)
