@@ -1,26 +1,41 @@
 """Commands for language models: generate text, eval text (``aigc train text`` comes from the registry)."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from ..errors import ConfigError
+from ..config import MAX_SEED
+from ..config import with_options as with_config_options
 from ..generate.text import GenerationConfig
 from .common import JSON_HELP, emit_json, eval_app, generate_app
-from .options import GENERATION, with_options
+from .options import GENERATION, defaults, with_options
+
+MAX_SAMPLES = 10_000  # --num-samples
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t`` and ``\\\\`` as newline, tab and one backslash (what a shell passes for "\\n\\n");
+    any other backslash is kept as it is."""
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m[1]], text)
 
 
 # ---- generate ----------------------------------------------------------------------
 @generate_app.command("text")
-@with_options(GENERATION)
+@with_options(GENERATION.without("stop"))
 def generate_text_cmd(
     prompts: list[str] = typer.Argument(None, help="One or more prompts (default: an empty prompt)."),
     model: Path = typer.Option(..., help="Run folder or checkpoint folder."),
-    num_samples: int = typer.Option(1, help="Samples per prompt (generated as one batch)."),
+    num_samples: int = typer.Option(1, min=1, max=MAX_SAMPLES,
+                                    help=f"Samples per prompt, at most {MAX_SAMPLES:,} (generated as one batch)."),
+    stop: List[str] = typer.Option(defaults(GenerationConfig)["stop"],
+                                   help="Stop when this string appears (repeatable); \\n, \\t and \\\\ in it are a "
+                                        "newline, a tab and a backslash (--stop '\\n\\n': a blank line)."),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they are produced."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     generation: GenerationConfig = None,
@@ -28,9 +43,8 @@ def generate_text_cmd(
     """Continue prompts with a trained language model."""
     from ..api import TextModel, load_kind
 
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be at least 1, got {num_samples}")
-    cfg, seed = generation, generation.seed
+    cfg = with_config_options(GenerationConfig, generation, "generation", {"stop": [unescape(s) for s in stop]})
+    seed = cfg.seed
     lm = load_kind(model, TextModel)
     prompts = list(prompts or [""])
     batch = [p for p in prompts for _ in range(num_samples)]
@@ -40,7 +54,7 @@ def generate_text_cmd(
         for i, prompt in enumerate(batch):
             sys.stdout.write(prompt)
             sys.stdout.flush()
-            row_seed = None if seed is None else seed + i
+            row_seed = None if seed is None else (seed + i) % (MAX_SEED + 1)
             pieces = []
             for piece in lm.stream(prompt, cfg, seed=row_seed):
                 pieces.append(piece)
