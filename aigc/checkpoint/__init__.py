@@ -9,12 +9,17 @@ Layout of a run folder::
 
 A checkpoint folder is written under a temporary name and renamed into place,
 and pointers are swapped with ``os.replace``, so a crash at any moment leaves
-every pointer on a complete checkpoint. Nothing is ever unpickled.
+every pointer on a complete checkpoint. A failed write (a full disk, a
+read-only folder) removes its temporary files before the error goes on; a
+successful save removes those of earlier writers that died. ``RunLock``
+(``checkpoint/lock.py``) keeps one writer per run folder. Nothing is ever
+unpickled.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from ..errors import CheckpointError
 FORMAT = "aigc-checkpoint"
 VERSION = 1
 POINTERS = ("latest", "best")
+# the temporary names our writers use in a run folder, ending in the writer's PID
+_TEMP = re.compile(r"^\.(?:(?:tmp|trash)-(?:step-\d+|averaged)|(?:latest|best|metrics\.jsonl|loss\.png)\.tmp)-(\d+)$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,11 +52,63 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def safetensors_os_error(exc: Exception, path: Path | str | None = None) -> OSError | None:
+    """The OSError inside a safetensors write error ("I/O error: No space left on device (os error 28)
+    at path ...") naming ``path`` (or the path in the message); None when it is not an OS error."""
+    code = re.search(r"\(os error (\d+)\)", str(exc))
+    if code is None:
+        return None
+    named = re.search(r'at path "([^"]*)"', str(exc))
+    path = path if path is not None else named[1] if named else None
+    return OSError(int(code[1]), os.strerror(int(code[1])), *([str(path)] if path is not None else []))
+
+
+def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """``save_file`` + fsync; a failed write is an OSError naming ``path``."""
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    except SafetensorError as exc:
+        raise (safetensors_os_error(exc, path) or exc) from None
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
+    """Write JSON to ``path`` through a temporary file and a rename (the file is removed on failure)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _write_bytes(tmp, (json.dumps(obj, indent=2) + "\n").encode())
-    os.replace(tmp, path)
+    try:
+        _write_bytes(tmp, (json.dumps(obj, indent=2) + "\n").encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Remove the temporary files and folders (``.tmp-step-N-PID``, ``.trash-…-PID``, ``.latest.tmp-PID``,
+    …) that writers no longer running left in ``RUN`` and ``RUN/checkpoints``."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for child in folder.iterdir():
+            m = _TEMP.match(child.name)
+            if m is None or (int(m[1]) != os.getpid() and _alive(int(m[1]))):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any],
@@ -66,12 +125,14 @@ def save_checkpoint(run_dir: Path, step: int, *, kind: str, meta: dict[str, Any]
     final = write_folder(run_dir / "checkpoints" / f"step-{step:08d}", config, tensors, files)
     for name in pointers:
         set_pointer(run_dir, name, final)
+    remove_stale_temps(run_dir)
     return final
 
 
 def write_folder(final: Path, config: dict[str, Any], tensors: dict[str, dict[str, Tensor]],
                  files: dict[str, str] | None = None) -> Path:
-    """Write a checkpoint folder under a temporary name, then rename it into place."""
+    """Write a checkpoint folder under a temporary name, then rename it into place. On any failure the
+    temporary folder is removed (and a checkpoint being replaced is put back) before the error goes on."""
     final = Path(final)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -79,21 +140,27 @@ def write_folder(final: Path, config: dict[str, Any], tensors: dict[str, dict[st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _write_bytes(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    for stem, tdict in tensors.items():
-        save_file({k: v.contiguous() for k, v in tdict.items()}, str(tmp / f"{stem}.safetensors"))
-        with open(tmp / f"{stem}.safetensors", "rb") as f:
-            os.fsync(f.fileno())
-    for name, text in (files or {}).items():
-        _write_bytes(tmp / name, text.encode())
-    _fsync_dir(tmp)
-    if final.exists():  # written again (a resumed run, a new average): swap it out
-        trash = root / f".trash-{final.name}-{os.getpid()}"
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    try:
+        _write_bytes(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        for stem, tdict in tensors.items():
+            _save_tensors(tdict, tmp / f"{stem}.safetensors")
+        for name, text in (files or {}).items():
+            _write_bytes(tmp / name, text.encode())
+        _fsync_dir(tmp)
+        if final.exists():  # written again (a resumed run, a new average): swap it out
+            trash = root / f".trash-{final.name}-{os.getpid()}"
+            os.rename(final, trash)
+            try:
+                os.rename(tmp, final)
+            except BaseException:
+                os.rename(trash, final)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(root)
     return final
 
@@ -104,8 +171,12 @@ def set_pointer(run_dir: Path, name: str, target: Path) -> None:
     tmp = link.with_name(f".{name}.tmp-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
-    os.symlink(os.path.relpath(target, run_dir), tmp)
-    os.replace(tmp, link)
+    try:
+        os.symlink(os.path.relpath(target, run_dir), tmp)
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(Path(run_dir))
 
 

@@ -12,15 +12,18 @@ from typing import Any, Optional
 
 import typer
 
+from ..errors import ConfigError
 from ..families import Family, TrainFlag
 from .common import EXTRA, JSON_HELP, emit_json, parse_overrides, train_app
 
 # (name, type, default, help, decls): the options every family's train command has
 COMMON = (
-    ("preset", str, "small", "tiny | small | base", ()),
+    ("preset", Optional[str], None, "tiny | small | base (default small); a resumed run keeps its own.", ()),
     ("out", Path, ..., "Run folder for checkpoints, metrics.jsonl and loss.png.", ()),
-    ("max_steps", Optional[int], None, "Optimizer steps (overrides the preset).", ()),
-    ("max_minutes", Optional[float], None, "Wall-clock budget; the LR schedule is fitted to it.", ()),
+    ("max_steps", Optional[int], None, "Optimizer steps of the whole run (overrides the preset); with --resume, "
+     "a larger total extends it.", ()),
+    ("max_minutes", Optional[float], None, "Wall-clock budget: the step count and LR schedule are fitted to "
+     "it (and capped by max_steps); with --resume, this many more minutes.", ()),
     ("seed", Optional[int], None, "One seed decides data order, init, dropout and noise.", ()),
     ("resume", bool, False, "Continue the run in --out from its latest checkpoint.", ("--resume",)),
     ("stop_at", Optional[int], None, "Checkpoint and stop at this step (resume later).", ()),
@@ -59,9 +62,14 @@ def train_command(family: Family) -> Any:
                 overrides[flag.key] = str(value)
         out = options["out"]
         if options["resume"]:
+            if options["preset"] is not None:
+                raise ConfigError(f"--preset picks the config of a new run; resuming '{out}' keeps its own "
+                                  "(drop --preset)")
             cfg = recipe.resume_config(out, overrides)
+            if options["data"] is not None and options["data"] != cfg.data:
+                raise ConfigError(f"--data cannot change when resuming: '{out}' trains on '{cfg.data}'")
         else:
-            cfg = recipe.build_config(options["preset"], options["data"], overrides)
+            cfg = recipe.build_config(options["preset"] or "small", options["data"], overrides)
         result = recipe.train(cfg, out, resume=options["resume"], stop_at=options["stop_at"],
                               progress=options["progress"])
         if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
@@ -73,7 +81,7 @@ def train_command(family: Family) -> Any:
 
     data_help = " | ".join(family.datasets) + (f", {family.data_help}" if family.data_help else "")
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-              _parameter("data", str, family.datasets[0], data_help, ())]
+              _parameter("data", Optional[str], None, f"{data_help} (default: the preset's)", ())]
     params += [_parameter(*spec) for spec in COMMON]
     params += [_flag_parameter(flag) for flag in family.train_flags]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -27,10 +27,14 @@ def _read_lines(path: Path | None) -> list[str]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: never a half-written output."""
+    """Write through a temporary file and a rename: never a half-written output, and no temporary
+    file left behind when the write fails (a full disk, a read-only folder)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @app.command("translate")

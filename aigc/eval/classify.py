@@ -88,8 +88,9 @@ def train_classifier(dataset: ImageDataset, epochs: int = 3, seed: int = 0, batc
                      eval_interval=total, log_interval=total, seed=seed, device="cpu", precision="fp32",
                      threads=None)
     with tempfile.TemporaryDirectory(prefix="aigc-classifier-") as run_dir:
-        Trainer(model, objective, source, tc, Path(run_dir), kind="classifier",
-                meta={"classifier": asdict(cfg), "data": dataset.name}, progress=progress).fit()
+        with Trainer(model, objective, source, tc, Path(run_dir), kind="classifier", unit="images",
+                     meta={"classifier": asdict(cfg), "data": dataset.name}, progress=progress) as trainer:
+            trainer.fit()
     return model.eval()
 
 

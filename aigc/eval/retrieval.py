@@ -220,9 +220,10 @@ def train_contrastive(train: CaptionedImages, cfg: ContrastiveConfig | None = No
                       beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=tc.steps, log_interval=tc.steps,
                       seed=seed, device="cpu", precision="fp32", threads=None)
     with tempfile.TemporaryDirectory(prefix="aigc-contrastive-") as run_dir:
-        Trainer(model, objective, source, run, Path(run_dir), kind="contrastive",
-                meta={"contrastive": cfg.to_dict(), "data": train.name}, progress=progress,
-                on_step=callback, save_frozen=False).fit()  # the MiniLM backbone (90 MB) is not saved
+        with Trainer(model, objective, source, run, Path(run_dir), kind="contrastive", unit="pairs",
+                     meta={"contrastive": cfg.to_dict(), "data": train.name}, progress=progress,
+                     on_step=callback, save_frozen=False) as trainer:  # the MiniLM backbone (90 MB) is not saved
+            trainer.fit()
     return model.eval()
 
 

@@ -31,21 +31,44 @@ def preset_with(cls: type[C], family: str, name: str, overrides: dict[str, str])
     return cfg
 
 
+def with_data(data: str | None, overrides: dict[str, str]) -> dict[str, str]:
+    """``overrides`` with ``data`` set when given (None: the preset's own data set)."""
+    return {**({"data": data} if data is not None else {}), **overrides}
+
+
 def saved_config(cls: type[C], kind: str, what: str, out: Path, overrides: dict[str, str]) -> C:
-    """The ``cls`` config of the run in ``out`` (a ``kind`` checkpoint), with training-only overrides."""
-    bad = [k for k in overrides if not k.startswith("train.")]
-    if bad:
-        raise ConfigError(f"'--{bad[0]}' cannot change when resuming; only --train.* options and budgets can")
+    """The ``cls`` config of the run in ``out`` (a ``kind`` checkpoint), with training-only overrides.
+    A misspelt option is "unknown"; a real one outside ``train.`` (data, model shape...) cannot change.
+    ``train.max_minutes`` given here means that many minutes more than the run has trained (the config
+    holds the run's whole budget); ``train.max_steps`` is the run's new total."""
     saved = ckpt.read_config(ckpt.resolve(out, prefer=("latest",)))
     if saved.get("kind") != kind:
         raise ConfigError(f"'{out}' is not {what}")
     names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-    cfg = apply_overrides(from_dict(cls, {k: saved[k] for k in names if k in saved}), overrides)
+    cfg = from_dict(cls, {k: saved[k] for k in names if k in saved})
+    for key, value in overrides.items():
+        apply_overrides(cfg, {key: value})  # an unknown name fails here, as for a new run
+    bad = [k for k in overrides if not k.startswith("train.")]
+    if bad:
+        raise ConfigError(f"'--{bad[0]}' cannot change when resuming '{out}'; only --train.* options and "
+                          "the budgets (--max-steps, --max-minutes) can")
+    cfg = apply_overrides(cfg, overrides)
+    if "train.max_minutes" in overrides and cfg.train.max_minutes is not None:
+        cfg.train.max_minutes += _elapsed_minutes(out)  # "--max-minutes M" on resume: M more minutes
     if hasattr(cfg, "validate"):
         cfg.validate()
     else:
         cfg.train.validate()
     return cfg
+
+
+def _elapsed_minutes(out: Path) -> float:
+    """Wall-clock minutes the run in ``out`` has trained so far (its latest checkpoint's clock)."""
+    latest = ckpt.resolve(out, prefer=("latest",))
+    try:
+        return float(json.loads(ckpt.read_text(latest, "trainer_state.json"))["elapsed"]) / 60.0
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"checkpoint '{latest}' has a corrupt trainer_state.json") from None
 
 
 def refuse_existing_run(out: Path, resume: bool) -> None:

@@ -34,12 +34,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
+from ..checkpoint.lock import RunLock
 from ..checkpoint.state import load_unique_state, optimizer_from_flat, optimizer_to_flat, unique_state
 from ..errors import CheckpointError, ConfigError
 from .config import TrainConfig
 from .ddp import Dist, all_mean, barrier, broadcast_floats, init_distributed, ranks_in_sync, shutdown
 from .ema import EMA
-from .metrics import MetricsLog
+from .metrics import MetricsLog, rate_key
 from .optim import lr_at, make_adamw
 
 
@@ -81,11 +82,16 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, source: BatchSource, cfg: TrainConfig,
                  run_dir: Path, *, kind: str, meta: dict[str, Any], files: dict[str, str] | None = None,
                  evaluate: Evaluate | None = None, progress: bool = True, on_step: StepHook | None = None,
-                 save_frozen: bool = True) -> None:
+                 save_frozen: bool = True, unit: str = "tokens") -> None:
         """``on_step(step, loss, model)`` runs after each optimizer step (0-based step, the step's loss as a
         float; the model is put back in training mode afterwards). ``save_frozen=False`` leaves parameters
         with ``requires_grad=False`` (a frozen pre-trained backbone, loaded from elsewhere) out of the
-        checkpoints; resuming keeps the model's own values for them."""
+        checkpoints; resuming keeps the model's own values for them. ``unit`` names what ``source.items``
+        counts ("tokens", "images"): the throughput is logged as ``{unit}_per_s``.
+
+        The run folder is locked (``RunLock``, on rank 0) before anything is written, so a second trainer
+        on the same folder fails with ConfigError; ``run()`` releases it when it ends, ``close()`` (or
+        leaving ``with Trainer(...)``) otherwise."""
         cfg.validate()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -100,14 +106,17 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         source.batch(0, 0, self.dist.world * cfg.grad_accum)  # a bad split fails here, before any write
+        self.unit = unit
+        self.lock = self._lock_run()  # one writer per run folder, taken before the first write
         self.model = model.to(self.device)
         self.wrapped = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
         self.opt = make_adamw(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step, self.elapsed, self.planned = 0, 0.0, cfg.max_steps
+        self.budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None  # wall clock of the whole run
         self.best: float | None = None
         self.saved_step = 0  # step of the last checkpoint written
-        self.log = MetricsLog(self.run_dir) if self.dist.main else None
+        self.log = MetricsLog(self.run_dir, unit) if self.dist.main else None
         self.progress = progress and self.dist.main
 
     # ---- checkpoints -------------------------------------------------------------
@@ -119,7 +128,8 @@ class Trainer:
         return {k: v for k, v in tensors.items() if k not in frozen}
 
     def _state(self) -> dict[str, Any]:
-        state = {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best}
+        state = {"step": self.step, "elapsed": self.elapsed, "planned": self.planned, "best": self.best,
+                 "budget_s": self.budget_s}
         if hasattr(self.objective, "state_dict"):
             state["objective"] = self.objective.state_dict()
         return state
@@ -143,7 +153,7 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``RUN/latest``: weights, optimizer, EMA, step, clock, best score."""
         path = ckpt.resolve(self.run_dir, prefer=("latest",))
-        ckpt.read_config(path)
+        saved_train = ckpt.read_config(path).get("train") or {}
         current = unique_state(self.model)
         kept = {k: v for k, v in current.items() if k not in self._saved(current)}  # frozen ones left out
         load_unique_state(self.model, {**kept, **ckpt.read_tensors(path, "model")})
@@ -158,7 +168,7 @@ class Trainer:
             self.objective.load_state_dict(state["objective"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
         self.saved_step = self.step
-        self.planned = min(state["planned"], self.cfg.max_steps) if self.cfg.max_minutes else self.cfg.max_steps
+        self._replan(state, saved_train)
         if self.log is not None:
             self.log.truncate_after(self.step)
 
@@ -247,8 +257,8 @@ class Trainer:
                     window_t, window_items = now, 0
                     if self.log is not None:
                         self.log.write({"step": self.step, "loss": last_loss, "lr": lr,
-                                        "tokens_per_s": rate, "elapsed_s": round(self.elapsed, 3)})
-                    bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+                                        rate_key(self.unit): rate, "elapsed_s": round(self.elapsed, 3)})
+                    bar.set_postfix({"loss": f"{last_loss:.4f}", f"{self.unit}/s": f"{rate:,.0f}"}, refresh=False)
                 bar.total = self.planned
                 bar.update(1)
                 if self.step % cfg.eval_interval == 0 or done:
@@ -279,7 +289,35 @@ class Trainer:
                 self.resume()
             return self.fit(stop_at=stop_at)
         finally:
+            self.close()
             shutdown(self.dist)
+
+    def _lock_run(self) -> RunLock | None:
+        """Rank 0 locks the run folder; under DDP every rank learns whether it could, so all fail together."""
+        lock, error = None, None
+        if self.dist.main:
+            try:
+                lock = RunLock(self.run_dir).acquire()
+            except (ConfigError, OSError) as exc:
+                error = exc
+        if self.dist.enabled:
+            locked = all_mean(torch.tensor(0.0 if error else 1.0, device=self.device), self.dist).item()
+            if locked < 1 and error is None:
+                raise ConfigError(f"rank 0 could not lock the run folder '{self.run_dir}' (see its error)")
+        if error is not None:
+            raise error
+        return lock
+
+    def close(self) -> None:
+        """Release the run folder's lock (``run()`` does so when it ends); calling it again does nothing."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _averaging_checkpoint_due(self) -> bool:
         """Whether to checkpoint (without validation) for ``aigc average``: ``keep_last`` checkpoints
@@ -290,9 +328,29 @@ class Trainer:
         span = window * self.planned
         return self.step >= self.planned - span and self.step - self.saved_step >= max(1.0, span / n)
 
+    def _replan(self, state: dict[str, Any], saved: dict[str, Any]) -> None:
+        """The plan of a resumed run. Unchanged budgets continue the saved plan (bit-identical to a run
+        never stopped); a changed ``max_minutes`` (the run's whole budget) or ``max_steps`` (its total)
+        re-plans the rest: the step count is fitted anew and the schedule (a cosine) follows it."""
+        cfg = self.cfg
+        new_minutes = cfg.max_minutes is not None and cfg.max_minutes != saved.get("max_minutes")
+        new_steps = cfg.max_steps != saved.get("max_steps", cfg.max_steps)
+        if new_minutes or new_steps:
+            self.planned = cfg.max_steps
+        else:
+            self.planned = min(state["planned"], cfg.max_steps) if cfg.max_minutes else cfg.max_steps
+        if cfg.max_minutes is not None and not new_minutes and state.get("budget_s"):
+            self.budget_s = state["budget_s"]
+        out_of_time = self.budget_s is not None and self.elapsed >= self.budget_s
+        if self.step >= self.planned or out_of_time:
+            what = ("--max-minutes (more minutes)" if out_of_time else "a larger --max-steps" if new_minutes or new_steps
+                    else "--max-minutes or a larger --max-steps")
+            raise ConfigError(f"'{self.run_dir}' has already trained {self.step} steps, all its budget allows; "
+                              f"pass {what} to train it further")
+
     def _fit_budget(self, run_seconds: float, run_steps: int) -> None:
         """Refit the planned step count to the wall-clock budget; every rank follows rank 0."""
-        budget = self.cfg.max_minutes * 60.0
+        budget = self.budget_s
         if self.elapsed >= budget:
             planned = float(self.step)
         else:

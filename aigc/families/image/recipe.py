@@ -15,14 +15,18 @@ import torch
 from ...data.images import ImageBatches, ImageDataset, load_image_dataset, to_model_range
 from ...diffusion import GaussianDiffusion
 from ...diffusion.config import DiffusionConfig
+from ...config import check_int
 from ...errors import ConfigError
 from ...models.unet import UNet, UNetConfig
 from ...objectives.diffusion import DiffusionObjective
 from ...train.config import TrainConfig
 from ...train.trainer import Trainer
-from ..runs import load_preset, preset_with, refuse_existing_run, saved_config
+from ..runs import load_preset, preset_with, refuse_existing_run, saved_config, with_data
 from . import FAMILY
 
+
+
+MAX_IMAGE_SIZE = 1024  # pixels per side a run trains at (the data are resized to it in memory)
 
 
 @dataclass
@@ -37,8 +41,8 @@ class ImageRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        if self.image_size < 0 or self.val_images < 1:
-            raise ConfigError("image_size must not be negative and val_images must be positive")
+        check_int("image_size (0: the data set's own)", self.image_size, 0, MAX_IMAGE_SIZE)
+        check_int("val_images", self.val_images, 1, 1_000_000)
         self.diffusion.validate()
         self.train.validate()
 
@@ -47,14 +51,14 @@ def preset(name: str) -> ImageRunConfig:
     return load_preset(ImageRunConfig, FAMILY.name, name)
 
 
-def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> ImageRunConfig:
+def build_config(preset_name: str, data: str | None, overrides: dict[str, Any]) -> ImageRunConfig:
     """A preset for ``data`` with overrides; a fixed Σ (diffusion.learn_sigma false) trains with the
     plain mse loss unless diffusion.loss says otherwise (the hybrid loss needs a learned Σ)."""
     overrides = dict(overrides)
     if str(overrides.get("diffusion.learn_sigma", "")).lower() in ("false", "0", "no", "off") \
             and "diffusion.loss" not in overrides:
         overrides["diffusion.loss"] = "mse"
-    return preset_with(ImageRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
+    return preset_with(ImageRunConfig, FAMILY.name, preset_name, with_data(data, overrides))
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> ImageRunConfig:
@@ -137,7 +141,7 @@ def train(cfg: ImageRunConfig, out: Path, *, resume: bool = False, stop_at: int 
     meta["class_names"] = train_data.class_names if cfg.class_cond else []
     evaluate = ImageValidation(process, test_data, cfg.val_images, cfg.class_cond)
     trainer = Trainer(model, objective, source, cfg.train, out, kind=FAMILY.kind, meta=meta, evaluate=evaluate,
-                      progress=progress)
+                      progress=progress, unit="images")
     result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_images": len(train_data),
             "image_size": train_data.image_size, **result}

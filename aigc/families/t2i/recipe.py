@@ -26,6 +26,7 @@ from ...data.images import ImageBatches
 from ...data.shapes import SceneMix
 from ...diffusion import GaussianDiffusion
 from ...diffusion.config import DiffusionConfig
+from ...config import check_int
 from ...errors import ConfigError, DataError
 from ...models.minilm import load_minilm_tokenizer
 from ...models.t2i import TEXT_ENCODERS, TextToImage, build_text_to_image
@@ -36,8 +37,8 @@ from ...tokenizers import Tokenizer, train_tokenizer
 from ...tokenizers.batch import TokenBatch, tokenize_prompts
 from ...train.config import TrainConfig
 from ...train.trainer import Trainer
-from ..image.recipe import DiffusionValidation
-from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
+from ..image.recipe import MAX_IMAGE_SIZE, DiffusionValidation
+from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config, with_data
 from . import FAMILY
 
 
@@ -68,8 +69,9 @@ class T2IRunConfig:
     def validate(self) -> None:
         if self.text_encoder not in TEXT_ENCODERS:
             raise ConfigError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got '{self.text_encoder}'")
-        if self.image_size < 8 or self.val_images < 1 or self.train_images < 1:
-            raise ConfigError("image_size must be at least 8, val_images and train_images positive")
+        check_int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
+        check_int("val_images", self.val_images, 1, 1_000_000)
+        check_int("train_images", self.train_images, 1, 100_000_000)
         if not 2 <= self.max_text_len:
             raise ConfigError(f"max_text_len must be at least 2, got {self.max_text_len}")
         if not 0.0 <= self.caption_dropout < 1.0:
@@ -82,8 +84,8 @@ def preset(name: str) -> T2IRunConfig:
     return load_preset(T2IRunConfig, FAMILY.name, name)
 
 
-def build_config(preset_name: str, data: str, overrides: dict[str, Any]) -> T2IRunConfig:
-    return preset_with(T2IRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
+def build_config(preset_name: str, data: str | None, overrides: dict[str, Any]) -> T2IRunConfig:
+    return preset_with(T2IRunConfig, FAMILY.name, preset_name, with_data(data, overrides))
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> T2IRunConfig:
@@ -185,7 +187,8 @@ def train(cfg: T2IRunConfig, out: Path, *, resume: bool = False, stop_at: int | 
     meta = {k: v for k, v in asdict(cfg).items() if k != "train"}
     files = {"tokenizer.json": json.dumps(tok.to_dict())} if tok is not None else {}
     trainer = Trainer(model, objective, source, cfg.train, out, kind=FAMILY.kind, meta=meta, files=files,
-                      evaluate=TextValidation(process, test_data, cfg.val_images, tokenize), progress=progress)
+                      evaluate=TextValidation(process, test_data, cfg.val_images, tokenize), progress=progress,
+                      unit="images")
     result = trainer.run(resume=resume, stop_at=stop_at)
     return {"run": str(out), "params": model.num_params(), "train_images": len(train_data),
             "image_size": train_data.image_size, "text_encoder": cfg.text_encoder, **result}

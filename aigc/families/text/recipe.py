@@ -23,7 +23,7 @@ from ...objectives.lm import next_token_loss
 from ...tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from ...train.config import TrainConfig
 from ...train.trainer import Trainer
-from ..runs import fit_vocab, load_preset, refuse_existing_run, saved_config
+from ..runs import fit_vocab, load_preset, refuse_existing_run, saved_config, with_data
 from . import FAMILY
 
 
@@ -46,8 +46,8 @@ def preset(name: str) -> TextRunConfig:
     return load_preset(TextRunConfig, FAMILY.name, name)
 
 
-def build_config(preset_name: str, data: str, overrides: dict[str, str]) -> TextRunConfig:
-    cfg = apply_overrides(preset(preset_name), {"data": data, **overrides})
+def build_config(preset_name: str, data: str | None, overrides: dict[str, str]) -> TextRunConfig:
+    cfg = apply_overrides(preset(preset_name), with_data(data, overrides))
     if cfg.tokenizer.kind not in ("char", "bpe"):
         raise ConfigError(f"tokenizer.kind must be char or bpe, got '{cfg.tokenizer.kind}'")
     if not 0.0 < cfg.val_fraction < 0.5:

@@ -27,7 +27,7 @@ from ...objectives.seq2seq import label_smoothed_loss
 from ...tokenizers import Tokenizer, train_tokenizer
 from ...train.config import TrainConfig
 from ...train.trainer import Trainer
-from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config
+from ..runs import fit_vocab, load_preset, preset_with, refuse_existing_run, saved_config, with_data
 from ..text.recipe import TokenizerConfig
 from .model import translate_ids
 from . import FAMILY
@@ -62,9 +62,9 @@ def preset(name: str) -> TranslateRunConfig:
     return load_preset(TranslateRunConfig, FAMILY.name, name)
 
 
-def build_config(preset_name: str, data: str, overrides: dict[str, str]) -> TranslateRunConfig:
+def build_config(preset_name: str, data: str | None, overrides: dict[str, str]) -> TranslateRunConfig:
     """A preset for ``data`` with overrides (the language pair as "src" and "tgt"; default en -> es)."""
-    return preset_with(TranslateRunConfig, FAMILY.name, preset_name, {"data": data, **overrides})
+    return preset_with(TranslateRunConfig, FAMILY.name, preset_name, with_data(data, overrides))
 
 
 def resume_config(out: Path, overrides: dict[str, str]) -> TranslateRunConfig:
