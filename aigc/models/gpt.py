@@ -153,7 +153,7 @@ class GPT(nn.Module):
         past = cache.length
         if cache.plan is None:
             cache.plan = self._decode_weights()
-        blocks, ln_f, head = cache.plan
+        blocks, ln_f, head, act, C, H = cache.plan
         x = F.embedding(idx.view(B), self.wte.weight)  # (B, C)
         if positions is None:
             if past + 1 > self.config.block_size:
@@ -165,8 +165,6 @@ class GPT(nn.Module):
             if self.wpe is not None:
                 x += self.wpe(positions.view(-1))
             rope = self.rotary(positions) if self.rotary is not None else None
-        C, H = self.config.n_embd, self.config.n_head
-        act = self.blocks[0].mlp.act
         for i, (ln_1, qkv, proj, ln_2, fc, fc_proj) in enumerate(blocks):
             # the query sees every cached key (or ``mask``'s)
             x += attention_step(F.layer_norm(x, (C,), *ln_1), qkv, proj, H, cache, i, mask=mask, rope=rope,
@@ -177,7 +175,8 @@ class GPT(nn.Module):
 
     def _decode_weights(self) -> tuple:
         """What ``_decode`` reads: per block the (weight, bias[, eps]) of ln_1, qkv, proj, ln_2, fc and
-        fc_proj; then ln_f's and the output weight."""
+        fc_proj; then ln_f's, the output weight, the activation, the width and the head count (module
+        attribute lookups cost microseconds each: looked up once per cache)."""
         def norm(m: nn.LayerNorm) -> tuple:
             return m.weight, m.bias, m.eps
 
@@ -186,5 +185,6 @@ class GPT(nn.Module):
 
         blocks = [(norm(b.ln_1), linear(b.attn.qkv), linear(b.attn.proj), norm(b.ln_2), linear(b.mlp.fc),
                    linear(b.mlp.proj)) for b in self.blocks]
-        return blocks, norm(self.ln_f), self.lm_head.weight
+        return (blocks, norm(self.ln_f), self.lm_head.weight, self.blocks[0].mlp.act, self.config.n_embd,
+                self.config.n_head)
 
