@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that carry aigc's embedded data sets (and the CJK font that
-# labels plots and grids holding Chinese), when we are root; otherwise says what to install.
+# labels plots and grids holding Chinese, and PostgreSQL for the service tests), when we are
+# root; otherwise says what to install.
 # Nothing is downloaded at run time.
 set -u
 packages=(fortunes fortunes-zh sword-text-web sword-text-kjv sword-text-sparv dataset-fashion-mnist
@@ -9,6 +10,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# PostgreSQL's server binaries: the service tests run a throwaway cluster (tests/serve/conftest.py)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "installing embedded data sets: ${missing[*]}"

@@ -13,6 +13,7 @@ import typer
 from ..errors import AigcError
 from ..families import FAMILIES
 from . import core  # noqa: F401  (registers the commands every family shares: data list, average)
+from . import serve  # noqa: F401  (registers the service's admin commands: keys, usage)
 from .common import app
 from .faults import fault_message
 from .train import register_train_commands
