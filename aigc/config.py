@@ -71,9 +71,14 @@ def refuse_non_finite(cfg: Any, where: str = "") -> None:
         value, name = getattr(cfg, f.name), _join(where, f.name)
         if dataclasses.is_dataclass(value):
             refuse_non_finite(value, name)
-        for v in (value if isinstance(value, (list, tuple)) else [value]):
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"option '{name}' must be a finite number, got {value!r}")
+        else:
+            _refuse_non_finite_value(name, value)
+
+
+def _refuse_non_finite_value(name: str, value: Any) -> None:
+    for v in (value if isinstance(value, (list, tuple)) else [value]):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"option '{name}' must be a finite number, got {value!r}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -103,10 +108,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
-        kwargs[key] = from_dict(tp, value, _join(where, key)) if _is_dataclass_type(tp) else value
-    cfg = cls(**kwargs)
-    refuse_non_finite(cfg, where)
-    return cfg
+        if _is_dataclass_type(tp):
+            kwargs[key] = from_dict(tp, value, _join(where, key))  # checks its own fields
+        else:
+            _refuse_non_finite_value(_join(where, key), value)
+            kwargs[key] = value
+    return cls(**kwargs)
 
 
 def _join(where: str, key: str) -> str:
