@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that carry aigc's embedded data sets (and the CJK font that
-# labels plots and grids holding Chinese, and PostgreSQL for the service tests), when we are
+# labels plots and grids holding Chinese; PostgreSQL and Chromium for the service tests), when we are
 # root; otherwise says what to install.
 # Nothing is downloaded at run time.
 set -u
@@ -10,6 +10,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Chromium: the web studio's browser test drives Debian's chromium through Playwright (no browser download)
+command -v chromium >/dev/null || missing+=(chromium)
 # PostgreSQL's server binaries: the service tests run a throwaway cluster (tests/serve/conftest.py)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0

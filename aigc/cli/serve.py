@@ -157,3 +157,38 @@ def usage_cmd(
 
 def _dash(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def _limit_help() -> str:
+    from dataclasses import fields
+
+    from ..serve.settings import Engine, Limits
+
+    names = [f"{f.name} ({f.default})" for cls in (Limits, Engine) for f in fields(cls)]
+    return "NAME=VALUE, repeatable: " + ", ".join(names) + "."
+
+
+@app.command("serve")
+def serve_cmd(
+    model: list[str] = typer.Option(..., "--model", help="A run folder, checkpoint, experts folder or zoo:NAME to "
+                                    "serve, as RUN or NAME=RUN; repeat for more models."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port, printed at start)."),
+    db_url: Optional[str] = DB_OPTION,
+    state_dir: Optional[Path] = STATE_OPTION,
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="Serve without API keys (anyone who can connect may use it)."),
+    admin_key_file: Optional[Path] = typer.Option(None, help="A file holding the admin secret (else "
+                                                  "$AIGC_ADMIN_KEY, if set)."),
+    limit: list[str] = typer.Option([], "--limit", help=_limit_help()),
+) -> None:
+    """Serve models over an OpenAI-compatible HTTP API, with the web studio at /."""
+    import os
+
+    from ..serve.launch import serve
+
+    admin_secret = os.environ.get("AIGC_ADMIN_KEY") or None
+    if admin_key_file is not None:
+        admin_secret = admin_key_file.read_text(encoding="utf-8").strip()
+    serve(model, host=host, port=port, db_url=db_url, state_dir=state_dir, insecure_no_auth=insecure_no_auth,
+          admin_secret=admin_secret, limits=limit)

@@ -11,6 +11,7 @@ under a temporary name and renamed into place, never left half-written.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -98,10 +99,7 @@ def save_image(image: Tensor, path: str | Path, parameters: dict[str, Any] | Non
     text = encode_parameters(parameters) if parameters else None
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        if text:
-            info.add_text(PNG_KEY, text)
-        options: dict[str, Any] = {"pnginfo": info}
+        options: dict[str, Any] = {"pnginfo": _png_info(text)}
     else:
         options = {"quality": JPEG_QUALITY, **({"comment": text} if text else {})}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -111,6 +109,20 @@ def save_image(image: Tensor, path: str | Path, parameters: dict[str, Any] | Non
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def png_bytes(image: Tensor, parameters: dict[str, Any] | None = None) -> bytes:
+    """(C, H, W) uint8 as the bytes of a PNG file holding ``parameters`` (as :func:`save_image` writes it)."""
+    out = io.BytesIO()
+    to_pil(image).save(out, format="PNG", pnginfo=_png_info(encode_parameters(parameters) if parameters else None))
+    return out.getvalue()
+
+
+def _png_info(text: str | None) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text(PNG_KEY, text)
+    return info
 
 
 def save_png(image: Tensor, path: str | Path, parameters: dict[str, Any] | None = None) -> Path:

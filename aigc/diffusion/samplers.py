@@ -33,8 +33,42 @@ Callback = Callable[[dict], None]
 Project = Callable[[Tensor, int], Tensor]
 
 
-def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+class RowGenerators:
+    """One generator per block of batch rows, used wherever a sampler draws noise: a batch that joins
+    several requests (the service) draws for each request what it would draw alone with its seed."""
+
+    def __init__(self, blocks: list[tuple[torch.Generator, int]]) -> None:
+        self.blocks = blocks
+
+    @classmethod
+    def from_seeds(cls, seeds: list[tuple[int, int]], device: torch.device | str = "cpu") -> "RowGenerators":
+        """``[(seed, rows), ...]`` in batch order."""
+        return cls([(torch.Generator(device=device).manual_seed(seed), rows) for seed, rows in seeds])
+
+    @property
+    def rows(self) -> int:
+        return sum(n for _, n in self.blocks)
+
+    def randn(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        if shape[0] != self.rows:
+            raise ValueError(f"{self.rows} seeded rows for a batch of {shape[0]}")
+        return torch.cat([torch.randn((n, *shape[1:]), generator=g, dtype=dtype, device=g.device)
+                          for g, n in self.blocks]).to(device)
+
+
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator | RowGenerators | None, dtype: torch.dtype,
+               device: torch.device | str, on_cpu: bool = False) -> Tensor:
+    """Standard normal noise from ``generator`` (one generator, or one per block of rows); ``on_cpu``
+    draws on the CPU and moves it (a CPU generator on a GPU batch)."""
+    if isinstance(generator, RowGenerators):
+        return generator.randn(shape, dtype, device)
+    if on_cpu:
+        return torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _randn(x: Tensor, generator: torch.Generator | RowGenerators | None) -> Tensor:
+    return draw_noise(tuple(x.shape), generator, x.dtype, x.device)
 
 
 def _check_eta(eta: float) -> None:
@@ -184,7 +218,7 @@ def sample_dpmpp_2m(model_fn: ModelFn, noise: Tensor, schedule: Schedule, *,
                 d = (1 + 1 / (2 * r)) * pred_x0 - (1 / (2 * r)) * prev_x0
             x = (sigma[j] / sigma[i]) * math.exp(-eta * h) * x - alpha[j] * math.expm1(-h - eta * h) * d
             if eta > 0:
-                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+                z = draw_noise(tuple(x.shape), generator, x.dtype, x.device, on_cpu=True)
                 x = x + sigma[j] * math.sqrt(-math.expm1(-2 * eta * h)) * z
             prev_h = h
         prev_x0 = pred_x0

@@ -176,47 +176,70 @@ def stream_text(model: nn.Module, tokenizer: Tokenizer, prompts: list[str],
     if cfg.seed is not None:
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     ids = fit_prompts([tokenizer.encode(p) for p in prompts], model.config.block_size, tokenizer.eos_id)
-    decoders = [tokenizer.stream_decoder() for _ in prompts]
-    texts = ["" for _ in prompts]
-    shown = [0] * len(prompts)  # characters already yielded per row
-    done = [False] * len(prompts)
-
-    def take(row: int, upto: int) -> str:
-        piece = texts[row][shown[row]:upto]
-        shown[row] = max(shown[row], upto)
-        return piece
-
+    rows = [RowText(tokenizer, cfg) for _ in prompts]
     try:
         steps = generate_ids(model, ids, cfg, generator) if cfg.max_new_tokens > 0 else iter(())
         for n, tokens in enumerate(steps):
-            for row, token in enumerate(tokens.tolist()):
-                if done[row]:
-                    continue
-                if cfg.stop_at_eos and token == tokenizer.eos_id:
-                    done[row] = True
-                    upto = len(texts[row])
-                else:
-                    texts[row] += decoders[row].push(token)
-                    cut = _stop_index(texts[row], cfg.stop)
-                    if cut is not None:
-                        texts[row], done[row], upto = texts[row][:cut], True, cut
-                    else:  # hold back a tail that may still grow into a stop string
-                        upto = len(texts[row]) - _stop_prefix_len(texts[row], cfg.stop)
-                piece = take(row, upto)
+            for i, token in enumerate(tokens.tolist()):
+                piece = rows[i].push(token)
                 if piece:
-                    yield row, piece
-            if all(done) or n + 1 >= cfg.max_new_tokens:
+                    yield i, piece
+            if all(row.done for row in rows) or n + 1 >= cfg.max_new_tokens:
                 break
-        for row, dec in enumerate(decoders):
-            if not done[row]:
-                texts[row] += dec.flush()
-                cut = _stop_index(texts[row], cfg.stop)
-                texts[row] = texts[row] if cut is None else texts[row][:cut]
-            piece = take(row, len(texts[row]))
+        for i, row in enumerate(rows):
+            piece = row.finish()
             if piece:
-                yield row, piece
+                yield i, piece
     finally:
         model.train(was_training)
+
+
+class RowText:
+    """The text of one continuation as its tokens arrive: streaming decoding, stop strings, eos.
+
+    ``push(token)`` returns the text that is now final: a tail that might
+    still grow into a stop string is held back until it is clear, and the text
+    is cut where a stop string begins. ``done`` turns true at eos (with
+    ``cfg.stop_at_eos``) or a stop string (``stopped`` says so). ``finish()``
+    ends the row (flushing the decoder when it is not done) and returns the
+    rest; the pieces join to ``text``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, cfg: GenerationConfig) -> None:
+        self._decoder = tokenizer.stream_decoder()
+        self._eos = tokenizer.eos_id if cfg.stop_at_eos else None
+        self._stops = cfg.stop
+        self.text = ""
+        self._shown = 0  # characters already returned
+        self.done = False
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        if self.done:
+            return ""
+        if token == self._eos:
+            self.done = self.stopped = True
+            return self._take(len(self.text))
+        self.text += self._decoder.push(token)
+        cut = _stop_index(self.text, self._stops)
+        if cut is not None:
+            self.text, self.done, self.stopped = self.text[:cut], True, True
+            return self._take(cut)
+        return self._take(len(self.text) - _stop_prefix_len(self.text, self._stops))
+
+    def finish(self) -> str:
+        if not self.done:
+            self.text += self._decoder.flush()
+            cut = _stop_index(self.text, self._stops)
+            if cut is not None:
+                self.text, self.stopped = self.text[:cut], True
+            self.done = True
+        return self._take(len(self.text))
+
+    def _take(self, upto: int) -> str:
+        piece = self.text[self._shown:upto]
+        self._shown = max(self._shown, upto)
+        return piece
 
 
 def generate_text(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], cfg: GenerationConfig,

@@ -98,6 +98,28 @@ def create_key(db: Database, name: str, models: Sequence[str] | None = None,
     return secret, record
 
 
+def ensure_key(db: Database, name: str, secret: str | None, admin: bool = False) -> KeyRecord:
+    """The key row ``name`` for a secret the operator holds (``$AIGC_ADMIN_KEY``), made or updated to it and
+    active; ``secret`` None keeps a row no one can use (the anonymous key of ``--insecure-no-auth``)."""
+    if secret is not None and (not secret.startswith(SECRET_PREFIX) or len(secret) < len(SECRET_PREFIX) + 16):
+        raise ConfigError(f"an admin secret must start with '{SECRET_PREFIX}' and have at least 16 more "
+                          "characters (make one with: python -c \"import secrets; print('aigc-' + "
+                          "secrets.token_urlsafe(32))\")")
+    stored = secret if secret is not None else SECRET_PREFIX + secrets.token_urlsafe(32)
+    with db.transaction():
+        row = db.query_one("SELECT id, key_hash FROM api_keys WHERE name = ?", (name,))
+        if row is None:
+            db.insert("INSERT INTO api_keys (name, key_hash, prefix, created_at, is_admin) VALUES (?, ?, ?, ?, ?)",
+                      (name, hash_secret(stored), stored[:PREFIX_CHARS], time.time(), int(admin)))
+        elif secret is not None:
+            db.execute("UPDATE api_keys SET key_hash = ?, prefix = ?, is_admin = ?, revoked_at = NULL, "
+                       "expires_at = NULL WHERE id = ?", (hash_secret(stored), stored[:PREFIX_CHARS],
+                                                          int(admin), row["id"]))
+    record = get_key(db, name)
+    assert record is not None
+    return record
+
+
 def authenticate(db: Database, secret: str, model: str | None = None, now: float | None = None) -> KeyRecord:
     """The key this secret belongs to; raises UnknownKey / RevokedKey / ExpiredKey (401), ModelNotAllowed (403)."""
     if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):

@@ -12,6 +12,7 @@ from aigc.serve.db import open_db
 from aigc.serve.errors import ExpiredKey, ModelNotAllowed, QuotaExceeded, RevokedKey, UnknownKey
 from aigc.serve.keys import authenticate, create_key, list_keys, revoke_key
 from aigc.serve.ledger import admit, finish, usage_report
+from aigc.serve.migrations import MIGRATIONS
 
 from ..conftest import run_cli
 
@@ -19,7 +20,8 @@ from ..conftest import run_cli
 def test_migrations_apply_once(db_url, tmp_path):
     for _ in range(2):
         db = open_db(db_url, tmp_path)
-        assert [r["version"] for r in db.query("SELECT version FROM schema_version")] == [1]
+        assert [r["version"] for r in db.query("SELECT version FROM schema_version ORDER BY version")] == \
+            list(range(1, len(MIGRATIONS) + 1))
         db.close()
 
 

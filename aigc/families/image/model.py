@@ -22,6 +22,7 @@ from ...data.images import from_model_range, to_model_range
 from ...diffusion import GaussianDiffusion, SamplingConfig, classifier_free, guided, img2img, inpaint, sample
 from ...diffusion.config import DiffusionConfig
 from ...diffusion.sampling import sampling_config
+from ...diffusion.samplers import RowGenerators, draw_noise
 from ...errors import CheckpointError, ConfigError
 from ...models.t2i import TextCondition, TextToImage
 from ...models.unet import UNet, UNetConfig
@@ -155,18 +156,26 @@ class ImageModel:
     @torch.no_grad()
     def generate(self, n: int = 16, sampling: SamplingConfig | None = None, *,
                  label: list[int | str] | int | str | None = None, prompt: Prompts = None,
-                 negative_prompt: Prompts = None, callback: Callback | None = None, **options: Any) -> Tensor:
+                 negative_prompt: Prompts = None, callback: Callback | None = None,
+                 row_seeds: list[tuple[int, int]] | None = None, **options: Any) -> Tensor:
         """n new images, (n, C, H, W) uint8, sampled as ``sampling`` says (a :class:`SamplingConfig`;
         keyword ``options`` such as ``steps=10, guidance=3, seed=1`` replace its fields). ``label``: one
         class (index or name) for all, or one per image; None samples the unconditional model. A
         text-to-image model takes ``prompt`` (one for all, or one per image; "" or None is unconditional)
-        and ``negative_prompt``. ``guidance`` > 1 strengthens the class or prompt."""
+        and ``negative_prompt``. ``guidance`` > 1 strengthens the class or prompt. ``row_seeds``
+        ``[(seed, count), ...]`` seeds blocks of the n images apart (replacing the config's seed): each block
+        gets the images it would get alone (the service batches requests this way)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a whole number >= 1, got {n!r}")
         cfg = self.sampling(sampling, **options)
         fn = self.model_fn(n, label, cfg.guidance, prompt, negative_prompt)
-        g = cfg.generator(self.device)
-        noise = torch.randn((n, *self.image_shape), generator=g, device=self.device)
+        if row_seeds is not None:
+            if sum(count for _, count in row_seeds) != n:
+                raise ConfigError(f"row_seeds cover {sum(c for _, c in row_seeds)} images, not {n}")
+            g: torch.Generator | RowGenerators = RowGenerators.from_seeds(row_seeds, self.device)
+        else:
+            g = cfg.generator(self.device)
+        noise = draw_noise((n, *self.image_shape), g, torch.float32, self.device)
         x = sample(fn, noise, self.process, cfg, generator=g, callback=callback)
         return from_model_range(x.cpu())
 

@@ -1,0 +1,358 @@
+"""Continuous batching: concurrent text requests to one model share its decoding steps.
+
+A :class:`ContinuousBatcher` owns one engine thread. Requests join the
+running batch at its next step: each newcomer's prompt is prefilled on its
+own, then its keys/values are merged into the batch cache right-aligned, so
+every row writes its next token at the same cache column; rows carry their
+own positions and a "real key" mask (the padded path of ``generate_ids``).
+Each step runs one forward pass for all rows and samples each row with its
+own processors and generator, so a request's stream does not depend on its
+neighbours. Finished rows leave the batch at once.
+
+Cache layout, per row r::
+
+    columns  0 ........ start_r ........ W-1 | W (next write) .. capacity-1
+             invalid    prompt + generated   | free
+
+With ``prompt + max_new_tokens <= block_size`` a row's live span never
+exceeds the context; when ``W`` reaches the capacity (2 x block_size) every
+row is shifted left by the leading span that is invalid for all of them.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..nn.attention import KVCache
+from ..tokenizers import Tokenizer
+from .text import GenerationConfig, RowText
+
+log = logging.getLogger(__name__)
+
+
+class ContextTooLong(ConfigError):
+    """A prompt plus its completion does not fit the model's context."""
+
+    def __init__(self, context: int, prompt_tokens: int, max_new_tokens: int) -> None:
+        self.context, self.prompt_tokens, self.max_new_tokens = context, prompt_tokens, max_new_tokens
+        super().__init__(
+            f"This model's maximum context length is {context} tokens, however you requested "
+            f"{prompt_tokens + max_new_tokens} tokens ({prompt_tokens} in the prompt, {max_new_tokens} for "
+            f"the completion). Please reduce the length of the prompt or the completion.")
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """What a request's ``on_event`` receives: "text" pieces, then one "done" or "error"."""
+    kind: str                       # "text" | "done" | "error"
+    text: str = ""                  # the piece (kind "text")
+    finish_reason: str | None = None  # "stop" (eos or a stop string) | "length" | "cancelled" (kind "done")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0      # tokens sampled, eos included (kind "done")
+    error: str | None = None        # kind "error"
+
+
+class TextRequest:
+    """A submitted request; ``cancel()`` is safe from any thread."""
+
+    def __init__(self, ids: list[int], cfg: GenerationConfig, on_event: Callable[[TextEvent], None],
+                 wake: Callable[[], None]) -> None:
+        self.ids, self.cfg, self.on_event = ids, cfg, on_event
+        self.cancelled = False
+        self._wake = wake
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.ids)
+
+    def cancel(self) -> None:
+        """Leave the batch at its next step; a "done" event with finish_reason "cancelled" follows."""
+        self.cancelled = True
+        self._wake()
+
+
+class _Row:
+    """Engine-side state of one running request."""
+
+    def __init__(self, req: TextRequest, tokenizer: Tokenizer, device: torch.device, vocab: int) -> None:
+        cfg = req.cfg
+        self.req, self.text = req, RowText(tokenizer, cfg)
+        self.chain, self.greedy = cfg.processors(), cfg.greedy
+        self.generator = torch.Generator(device=device)
+        if cfg.seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(cfg.seed)
+        self.seen = None  # (1, V) presence mask of the ids so far, for the processors
+        if self.chain:
+            self.seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
+            self.seen[0, torch.tensor(req.ids, device=device)] = True
+        self.n = 0           # tokens sampled
+        self.finished = False
+
+    def sample(self, logits: Tensor) -> Tensor:
+        """(1, V) logits -> (1,) next token, as ``generate_ids`` picks it."""
+        for proc in self.chain:
+            logits = proc(logits, self.seen)
+        if self.greedy:
+            token = logits.argmax(-1)
+        else:
+            token = torch.multinomial(logits.float().softmax(-1), 1, generator=self.generator).squeeze(1)
+        if self.seen is not None:
+            self.seen[0, token] = True
+        return token
+
+
+class ContinuousBatcher:
+    """Serve text requests to ``model`` (a GPT; put in eval mode) from one engine thread.
+
+    ``submit`` returns at once; the request's events come from the engine
+    thread, so ``on_event`` must be cheap (hand the event to another thread or
+    loop). At most ``max_batch`` requests decode together; the rest wait.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, max_batch: int = 16) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+        self.model, self.tokenizer, self.max_batch = model.eval(), tokenizer, max_batch
+        self.device = next(model.parameters()).device
+        self.capacity = 2 * self.context  # cache columns
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[TextRequest] = collections.deque()
+        self._closing = False
+        self._stats = dict(steps=0, multi_row_steps=0, tokens=0, requests=0)
+        self._reset()
+        self._thread = threading.Thread(target=self._run, name="aigc-text-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def context(self) -> int:
+        """The model's context window in tokens (prompt + completion)."""
+        return self.model.config.block_size
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt) or [self.tokenizer.eos_id]
+
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens ``prompt`` takes in the context (an empty prompt is one eos token)."""
+        return len(self._prompt_ids(prompt))
+
+    def submit(self, prompt: str, cfg: GenerationConfig,
+               on_event: Callable[[TextEvent], None]) -> TextRequest:
+        """Queue ``prompt``; raises :class:`ContextTooLong` when prompt + ``cfg.max_new_tokens`` exceed
+        the context (never truncates), RuntimeError after ``close()``."""
+        ids = self._prompt_ids(prompt)
+        if len(ids) + cfg.max_new_tokens > self.context:
+            raise ContextTooLong(self.context, len(ids), cfg.max_new_tokens)
+        req = TextRequest(ids, cfg, on_event, self._wake)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the text batcher is closed")
+            self._waiting.append(req)
+            self._stats["requests"] += 1
+            self._cond.notify()
+        return req
+
+    def stats(self) -> dict[str, int]:
+        """running, waiting, requests (submitted), steps (decoding forward passes), multi_row_steps
+        (those with more than one row) and tokens (sampled)."""
+        with self._cond:
+            return dict(running=len(self._rows), waiting=len(self._waiting), **self._stats)
+
+    def close(self) -> None:
+        """Stop the engine; every request not finished yet gets a "done" event ("cancelled")."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    # ---- engine thread ---------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """Empty batch: rows, and their cache (L, B, H, capacity, D), key mask (B, capacity), next
+        positions (B,) and last tokens (B,)."""
+        self._rows: list[_Row] = []
+        self._cache: KVCache = self.model.new_cache(0, self.capacity)
+        self._valid = torch.zeros(0, self.capacity, dtype=torch.bool, device=self.device)
+        self._pos = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._last = torch.zeros(0, dtype=torch.long, device=self.device)
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not (self._waiting or self._rows or self._closing):
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    dropped = [r for r in self._waiting if r.cancelled]
+                    for req in dropped:
+                        self._waiting.remove(req)
+                    room = self.max_batch - len(self._rows)
+                    new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                for req in dropped:
+                    self._end(req, "cancelled", 0)
+                for req in new:
+                    self._admit(req)
+                try:
+                    for row in self._rows:
+                        if row.req.cancelled and not row.finished:
+                            self._finish(row, "cancelled")
+                    self._retire()
+                    if self._rows:
+                        self._step()
+                except Exception as exc:  # fail the batch, keep serving
+                    self._fail_all(exc)
+            with self._cond:
+                waiting, self._waiting = list(self._waiting), collections.deque()
+            for req in waiting:
+                self._end(req, "cancelled", 0)
+            for row in self._rows:
+                if not row.finished:
+                    self._finish(row, "cancelled")
+            self._reset()
+
+    def _admit(self, req: TextRequest) -> None:
+        """Prefill ``req``'s prompt on its own, take its first token and merge it into the batch."""
+        if req.cfg.max_new_tokens == 0:
+            self._end(req, "length", 0)
+            return
+        try:
+            row = _Row(req, self.tokenizer, self.device, self.model.config.vocab_size)
+            P = len(req.ids)
+            cache = self.model.new_cache(1, P)
+            ids = torch.tensor([req.ids], device=self.device)
+            token = row.sample(self.model(ids, cache=cache, last_only=True)[:, -1])
+            self._take(row, int(token))
+        except Exception as exc:  # this request fails, the batch goes on
+            log.exception("prefill failed")
+            self._error(req, exc)
+            return
+        if row.finished:
+            return
+        try:
+            self._merge(cache, P)
+        except Exception as exc:  # the batch may be half-merged: fail it all
+            self._rows.append(row)
+            self._fail_all(exc)
+            return
+        self._rows.append(row)
+        self._pos = torch.cat([self._pos, self._pos.new_tensor([P])])
+        self._last = torch.cat([self._last, token])
+
+    def _merge(self, part: KVCache, P: int) -> None:
+        """Append a batch-1 cache of ``P`` positions as a row ending at the write column."""
+        cache, W = self._cache, self._cache.length
+        if P > W:  # shift the running rows right so the newcomer fits before the write column
+            d = P - W
+            for t in (cache.k, cache.v):
+                t[:, :, :, d:P] = t[:, :, :, :W].clone()
+            self._valid[:, d:P] = self._valid[:, :W].clone()
+            self._valid[:, :d] = False
+            W = cache.length = P
+        shape = list(cache.k.shape)
+        shape[1] = 1
+        k, v = cache.k.new_zeros(shape), cache.v.new_zeros(shape)  # finite in the masked columns
+        k[:, :, :, W - P:W], v[:, :, :, W - P:W] = part.k, part.v
+        cache.k, cache.v = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1)
+        valid = self._valid.new_zeros(1, self.capacity)
+        valid[0, W - P:W] = True
+        self._valid = torch.cat([self._valid, valid])
+
+    def _step(self) -> None:
+        """One decoding forward pass for every row, then one token each."""
+        cache = self._cache
+        if cache.length >= self.capacity:
+            self._compact()
+        W = cache.length
+        self._valid[:, W] = True
+        logits = self.model(self._last[:, None], cache=cache, positions=self._pos[:, None],
+                            mask=self._valid[:, None, None, :W + 1])[:, -1]  # (B, V)
+        self._pos += 1
+        self._last = torch.cat([row.sample(logits[i:i + 1]) for i, row in enumerate(self._rows)])
+        self._stats["steps"] += 1
+        self._stats["multi_row_steps"] += len(self._rows) > 1
+        for row, token in zip(self._rows, self._last.tolist()):
+            self._take(row, token)
+        self._retire()
+
+    def _compact(self) -> None:
+        """Shift every row left by the leading columns that no row uses."""
+        cache, W = self._cache, self._cache.length
+        s = int(self._valid[:, :W].any(0).long().argmax())  # first column some row uses
+        for t in (cache.k, cache.v):
+            t[:, :, :, :W - s] = t[:, :, :, s:W].clone()
+        self._valid[:, :W - s] = self._valid[:, s:W].clone()
+        self._valid[:, W - s:] = False
+        cache.length = W - s
+
+    def _take(self, row: _Row, token: int) -> None:
+        """Feed one sampled token to ``row``: emit its text, end it at a stop or its token budget."""
+        row.n += 1
+        self._stats["tokens"] += 1
+        piece = row.text.push(token)
+        if piece:
+            self._emit(row.req, TextEvent("text", piece))
+        if row.text.done:
+            self._finish(row, "stop")
+        elif row.n >= row.req.cfg.max_new_tokens:
+            self._finish(row, "length")
+
+    def _finish(self, row: _Row, reason: str) -> None:
+        row.finished = True
+        if reason != "cancelled":
+            piece = row.text.finish()
+            if piece:
+                self._emit(row.req, TextEvent("text", piece))
+            reason = "stop" if row.text.stopped else reason
+        self._end(row.req, reason, row.n)
+
+    def _retire(self) -> None:
+        """Drop finished rows from the batch (and reset it when none is left)."""
+        keep = [i for i, row in enumerate(self._rows) if not row.finished]
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep, device=self.device)
+        self._cache.reorder(index)
+        self._valid, self._pos, self._last = self._valid[index], self._pos[index], self._last[index]
+        self._rows = [self._rows[i] for i in keep]
+
+    def _fail_all(self, exc: Exception) -> None:
+        log.exception("text batch failed")
+        for row in self._rows:
+            if not row.finished:
+                row.finished = True
+                self._error(row.req, exc)
+        self._reset()
+
+    def _end(self, req: TextRequest, reason: str, n: int) -> None:
+        self._emit(req, TextEvent("done", finish_reason=reason, prompt_tokens=req.prompt_tokens,
+                                  completion_tokens=n))
+
+    def _error(self, req: TextRequest, exc: Exception) -> None:
+        self._emit(req, TextEvent("error", prompt_tokens=req.prompt_tokens,
+                                  error=str(exc) or type(exc).__name__))
+
+    @staticmethod
+    def _emit(req: TextRequest, event: TextEvent) -> None:
+        """Call ``on_event``; one that raises cancels its request (the engine goes on)."""
+        try:
+            req.on_event(event)
+        except Exception:
+            log.exception("on_event raised; cancelling the request")
+            req.cancelled = True
