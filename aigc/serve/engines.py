@@ -39,9 +39,7 @@ def stop_engines(service: Service) -> None:
     runtime = service.runtime
     runtime["stopping"] = True
     worker = runtime.pop("worker", None)
-    if worker is not None:
-        requeued = worker.stop(graceful=True, timeout=service.engine.shutdown_grace_s)
-        if requeued:
-            log.info("re-queued %d running job(s) at shutdown", requeued)
+    requeued = worker.stop(graceful=True, timeout=service.engine.shutdown_grace_s) if worker is not None else 0
     for batcher in runtime.pop("batchers", {}).values():
         batcher.close()
+    log.info("aigc serve: stopped gracefully; %d running job(s) re-queued", requeued)

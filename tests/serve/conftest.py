@@ -93,3 +93,38 @@ def db(db_url, tmp_path):
     database = open_db(db_url, tmp_path)
     yield database
     database.close()
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory):
+    """Tiny trained runs of every family (text, image, t2i, mt), shared by the service tests."""
+    from .servers import train_runs
+
+    return train_runs(tmp_path_factory.mktemp("serve-runs"))
+
+
+@pytest.fixture(scope="session")
+def served_models(serve_runs):
+    """The runs loaded once, as ``aigc serve --model`` would (names: text, image, t2i, mt)."""
+    import aigc
+    from aigc.serve.models import load_models
+
+    return load_models([f"{name}={path}" for name, path in serve_runs.items()], aigc.load)
+
+
+@pytest.fixture(scope="module")
+def server(served_models, tmp_path_factory):
+    """One in-process service on SQLite with an admin secret; yields it (``.url``, ``.admin``, ``.service``)."""
+    from aigc.serve.db import open_db
+    from aigc.serve.service import Service
+
+    from .servers import InProcessServer, admin_secret
+
+    state = tmp_path_factory.mktemp("serve-state")
+    secret = admin_secret()
+    db = open_db(None, state)
+    running = InProcessServer(Service(served_models, db, admin_secret=secret))
+    running.admin = secret
+    yield running
+    running.stop()
+    db.close()

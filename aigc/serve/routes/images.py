@@ -35,6 +35,8 @@ async def generations(request: Request) -> Any:
 async def edits(request: Request) -> Any:
     route_name(request, "images.edits")
     svc: Service = request.app.state.service
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ConfigError("images/edits takes multipart/form-data with an 'image' file (and an optional 'mask')")
     try:
         form = await request.form(max_files=2, max_fields=32)
     except Exception as exc:  # not multipart, or a malformed one
