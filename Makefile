@@ -1,12 +1,13 @@
 # make demo : set up this machine (venv, package, embedded data) and run the main job
 # make test : set up, then run the test suite
+# make studio : serve the shipped model zoo with the web studio (prints its address and an admin key)
 # make bench-setup : add the peer libraries the benchmarks compare against (transformers, diffusers)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO    := runs/demo
 MINUTES ?= 3
 
-.PHONY: demo test setup data bench-setup bench clean
+.PHONY: demo test setup data studio bench-setup bench clean
 
 setup: $(STAMP) data
 
@@ -31,6 +32,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+studio: setup
+	@bash scripts/studio.sh
 
 BENCH_STAMP := .venv/.bench-installed
 

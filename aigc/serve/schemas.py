@@ -38,6 +38,7 @@ class _Sampling(_Body):
     user: str | None = None
     top_k: int | None = Field(None, ge=1)                       # extension
     repetition_penalty: float = Field(1.0, gt=0, le=10)         # extension
+    ignore_eos: bool = False                                     # extension (as vLLM's): run to max_tokens
 
     @field_validator("stop")
     @classmethod

@@ -103,7 +103,7 @@ def _config(body: _Sampling, stops: list[str], max_tokens: int, i: int) -> Gener
     seed = None if body.seed is None else (body.seed + i) % 2**64  # choice i of n: its own stream
     return GenerationConfig(max_new_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                             top_k=body.top_k, repetition_penalty=body.repetition_penalty, stop=stops,
-                            seed=seed)
+                            seed=seed, stop_at_eos=not body.ignore_eos)
 
 
 class _Run:
