@@ -264,6 +264,7 @@ class Reporter:
         self.jobs = list(jobs)
         self._live = {job.id for job in jobs}
         self._pending: dict[str, Any] | None = None
+        self._preview: str | None = None
         self._started = time.monotonic()
         self._lock = threading.Lock()
 
@@ -272,9 +273,11 @@ class Reporter:
         elapsed = time.monotonic() - self._started
         report: dict[str, Any] = {"step": step, "steps": steps,
                                   "eta_s": round(elapsed / step * (steps - step), 1) if step > 0 else None}
-        if preview_png_b64 is not None and len(preview_png_b64) <= PREVIEW_MAX:
-            report["preview"] = preview_png_b64
         with self._lock:
+            if preview_png_b64 is not None and len(preview_png_b64) <= PREVIEW_MAX:
+                self._preview = preview_png_b64
+            if self._preview is not None:  # the latest preview rides on every report until a newer one
+                report["preview"] = self._preview
             self._pending = report
             return bool(self._live)
 

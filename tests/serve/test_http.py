@@ -3,6 +3,7 @@ the right status, ownership of jobs, limits, the ledger, batching, health, metri
 from __future__ import annotations
 
 import io
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,14 +122,17 @@ def test_jobs_are_private_and_results_cannot_escape(server):
 
 
 def test_job_events_stream_progress_then_result(server):
-    r = post(server, "/v1/jobs", {"request": {"model": "t2i", "prompt": "a ring", "steps": 60, "seed": 3}})
+    r = post(server, "/v1/jobs", {"request": {"model": "t2i", "prompt": "a ring", "steps": 150, "seed": 3}})
     job = r.json()["id"]
-    names = []
+    names, previews = [], 0
     with httpx.stream("GET", f"{server.url}/v1/jobs/{job}/events", headers=auth(server.admin), timeout=120) as s:
         for line in s.iter_lines():
             if line.startswith("event: "):
                 names.append(line[len("event: "):])
+            elif line.startswith("data: ") and names[-1] == "progress":
+                previews += "preview" in json.loads(line[len("data: "):])
     assert names[-1] == "succeeded" and set(names) <= {"queued", "progress", "succeeded"}
+    assert "progress" in names and previews >= 1
 
 
 def test_cancel_a_queued_job(server):

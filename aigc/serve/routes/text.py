@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -89,8 +90,12 @@ async def _serve(request: Request, body: _Sampling, prompts: list[str], stops: l
     reserved = sum(prompt_tokens) + rows * max_tokens
     reservation = await svc.admit(key, endpoint, served.name, tokens=reserved)
     choices = [_Choice(i * body.n + j, p) for i, p in enumerate(prompts) for j in range(body.n)]
-    run = _Run(svc, served.name, batcher, choices, [configs[c.index % body.n] for c in choices],
-               sum(prompt_tokens), reservation, chat)
+    try:
+        run = _Run(svc, served.name, batcher, choices, [configs[c.index % body.n] for c in choices],
+                   sum(prompt_tokens), reservation, chat)
+    except BaseException:  # e.g. the engine is shutting down
+        await svc.finish(reservation, status="error")
+        raise
     created, rid = int(time.time()), ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     if body.stream:
         return StreamingResponse(_stream(run, request, rid, created, served.name, chat, body.include_usage),
@@ -177,9 +182,10 @@ class _Run:
         reservation, self.reservation = self.reservation, None
         status = status or ("error" if self.failed else "ok")
         self.svc.metrics.count_tokens(self.model, self.prompt_tokens, self.completion_tokens)
-        await self.svc.finish(reservation, prompt_tokens=self.prompt_tokens,
-                              completion_tokens=self.completion_tokens, compute_s=self.timer.seconds,
-                              status=status)
+        with anyio.CancelScope(shield=True):  # a client that went away still gets its usage recorded
+            await self.svc.finish(reservation, prompt_tokens=self.prompt_tokens,
+                                  completion_tokens=self.completion_tokens, compute_s=self.timer.seconds,
+                                  status=status)
         if self.failed and status == "error":
             raise GenerationFailed(self.failed)
 
