@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..nn.attention import KVCache
 from ..tokenizers import Tokenizer
+from . import processors as P
 from .text import GenerationConfig, RowText
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,38 @@ class _Row:
         self.n = 0           # tokens sampled
         self.finished = False
 
-    def sample(self, logits: Tensor) -> Tensor:
-        """(1, V) logits -> (1,) next token, as ``generate_ids`` picks it."""
-        for proc in self.chain:
-            logits = proc(logits, self.seen)
-        if self.greedy:
-            token = logits.argmax(-1)
+    @property
+    def settings(self) -> tuple:
+        """Rows with equal settings have their logits processed and sampled as one batch."""
+        cfg = self.req.cfg
+        return cfg.greedy, cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty
+
+
+def sample_rows(rows: list[_Row], logits: Tensor) -> Tensor:
+    """(B, V) logits -> (B,) next tokens, each row with its own settings and generator (one uniform per
+    sampled row and step, as ``generate_ids`` draws them); rows of equal settings are processed together."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.settings, []).append(i)
+    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+    for idx in groups.values():
+        first = rows[idx[0]]
+        part = logits if len(idx) == len(rows) else logits[idx]
+        if first.chain:
+            seen = torch.cat([rows[i].seen for i in idx])
+            for proc in first.chain:
+                part = proc(part, seen)
+        if first.greedy:
+            chosen = part.argmax(-1)
         else:
-            token = torch.multinomial(logits.float().softmax(-1), 1, generator=self.generator).squeeze(1)
-        if self.seen is not None:
-            self.seen[0, token] = True
-        return token
+            uniforms = torch.cat([torch.rand(1, generator=rows[i].generator, device=logits.device) for i in idx])
+            chosen = P.draw(part.float().softmax(-1), uniforms)
+        tokens[idx] = chosen
+    if any(row.seen is not None for row in rows):
+        for row, token in zip(rows, tokens.tolist()):
+            if row.seen is not None:
+                row.seen[0, token] = True
+    return tokens
 
 
 class ContinuousBatcher:
@@ -234,7 +256,7 @@ class ContinuousBatcher:
             P = len(req.ids)
             cache = self.model.new_cache(1, P)
             ids = torch.tensor([req.ids], device=self.device)
-            token = row.sample(self.model(ids, cache=cache, last_only=True)[:, -1])
+            token = sample_rows([row], self.model(ids, cache=cache, last_only=True)[:, -1])
             self._take(row, int(token))
         except Exception as exc:  # this request fails, the batch goes on
             log.exception("prefill failed")
@@ -281,7 +303,7 @@ class ContinuousBatcher:
         logits = self.model(self._last[:, None], cache=cache, positions=self._pos[:, None],
                             mask=self._valid[:, None, None, :W + 1])[:, -1]  # (B, V)
         self._pos += 1
-        self._last = torch.cat([row.sample(logits[i:i + 1]) for i, row in enumerate(self._rows)])
+        self._last = sample_rows(self._rows, logits)
         self._stats["steps"] += 1
         self._stats["multi_row_steps"] += len(self._rows) > 1
         for row, token in zip(self._rows, self._last.tolist()):

@@ -50,3 +50,12 @@ def repetition_penalty(penalty: float) -> Processor:
         penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
         return torch.where(seen, penalised, logits)
     return apply
+
+
+def draw(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """One token per row of ``probs`` (B, V) by inverse transform sampling: the first token whose cumulative
+    probability exceeds ``uniforms`` (B,) in [0, 1) times the row's total. Each row consumes exactly one
+    uniform, so a row drawn with its own generator gets the same tokens in any batch."""
+    cdf = probs.cumsum(-1)
+    target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.size(-1) - 1)

@@ -136,7 +136,7 @@ def generate_ids(model: nn.Module, prompts: list[list[int]], cfg: GenerationConf
         if cfg.greedy:
             token = logits.argmax(-1)
         else:
-            token = torch.multinomial(logits.float().softmax(-1), 1, generator=generator).squeeze(1)
+            token = P.draw(logits.float().softmax(-1), torch.rand(B, generator=generator, device=device))
         yield token
         if chain:
             seen[rows, token] = True

@@ -30,7 +30,7 @@ def start_engines(service: Service) -> None:
         engine = service.engine
         runtime["worker"] = JobWorker(service.jobs, service.replica, image_models, run,
                                       max_batch=engine.image_batch, poll_s=engine.job_poll_s,
-                                      lease_s=engine.job_lease_s).start()
+                                      lease_s=engine.job_lease_s, on_finished=service.job_finished).start()
 
 
 def stop_engines(service: Service) -> None:

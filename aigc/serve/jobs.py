@@ -309,8 +309,10 @@ class JobWorker:
 
     def __init__(self, store: JobStore, worker_id: str, models: Sequence[str], run_batch: Runner,
                  max_batch: int = 1, poll_s: float = 0.2, lease_s: float = 30,
-                 heartbeat_s: float = 0.5) -> None:
+                 heartbeat_s: float = 0.5, on_finished: Callable[[Job], None] | None = None) -> None:
+        """``on_finished(job)`` is called (from the worker thread) after each job of a batch has ended."""
         self.store, self.worker_id, self.models = store, worker_id, list(models)
+        self.on_finished = on_finished
         self.run_batch, self.max_batch, self.poll_s, self.lease_s = run_batch, max_batch, poll_s, lease_s
         self.heartbeat_s = min(heartbeat_s, lease_s / 3)
         self._wake, self._stopping = threading.Event(), threading.Event()
@@ -380,6 +382,11 @@ class JobWorker:
             self._reporter = None
         for i, job in enumerate(jobs):
             self._finish(job, outcomes[i] if outcomes is not None else None, message)
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(job)
+                except Exception:
+                    log.exception("worker %s: on_finished failed for the job %s", self.worker_id, job.public_id)
 
     def _finish(self, job: Job, outcome: tuple[Sequence[Result], dict[str, Any]] | None, message: str) -> None:
         try:

@@ -2,12 +2,14 @@
 every route shares (authenticate, admit against the quotas, record usage)."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,11 +42,29 @@ class Service:
 
     def __post_init__(self) -> None:
         self.jobs = JobStore(self.db)
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self.metrics.queue.set_function(self.queue_depth)
 
     def queue_depth(self) -> float:
         row = self.db.query_one("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
         return float(row["n"]) if row else 0.0
+
+    def job_finished(self, job: Any) -> None:
+        """From this replica's worker thread: wake the requests waiting here for ``job``."""
+        for loop, event in list(self._waiters.get(job.public_id, ())):
+            loop.call_soon_threadsafe(event.set)
+
+    @contextmanager
+    def waiting_for(self, public_id: str) -> Iterator[asyncio.Event]:
+        """An event set when this replica's worker ends the job (a job on another replica is polled for)."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        self._waiters.setdefault(public_id, []).append(entry)
+        try:
+            yield entry[1]
+        finally:
+            self._waiters[public_id].remove(entry)
+            if not self._waiters[public_id]:
+                del self._waiters[public_id]
 
     def wake_worker(self) -> None:
         """A job was queued here: this replica's worker looks at once instead of at its next poll."""

@@ -20,7 +20,7 @@ from ..service import Service, route_name
 from .body import parse_body, validate
 
 router = APIRouter()
-WAIT_POLL_S = 0.1  # how often a waiting request looks at its job
+WAIT_POLL_S = 0.5  # how often a waiting request looks at a job this replica does not run
 
 
 @router.post("/v1/images/generations")
@@ -87,9 +87,14 @@ async def _submit(svc: Service, key: KeyRecord, kind: str, model: str, params: d
 
 async def _respond(request: Request, job: Job, key: KeyRecord) -> dict[str, Any]:
     svc: Service = request.app.state.service
-    while job.status not in FINISHED:
-        await asyncio.sleep(WAIT_POLL_S)
-        job = await run_in_threadpool(svc.jobs.get, job.public_id, key.id)
+    with svc.waiting_for(job.public_id) as finished:
+        job = await run_in_threadpool(svc.jobs.get, job.public_id, key.id)  # it may have ended already
+        while job.status not in FINISHED:
+            try:  # woken by this replica's worker; a job another replica runs is polled for
+                await asyncio.wait_for(finished.wait(), WAIT_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            job = await run_in_threadpool(svc.jobs.get, job.public_id, key.id)
     if job.status == "failed":
         raise GenerationFailed(f"the image job {job.public_id} failed: {job.error}")
     if job.status == "cancelled":
