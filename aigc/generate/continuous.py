@@ -203,13 +203,24 @@ class ContinuousBatcher:
     # ---- engine thread ---------------------------------------------------------------------------
 
     def _reset(self) -> None:
-        """Empty batch: rows, and their cache (L, B, H, capacity, D), key mask (B, capacity), next
-        positions (B,) and last tokens (B,)."""
+        """Empty batch. The cache (L, max_batch, H, capacity, D) and key mask (max_batch, capacity) are
+        allocated once; the B running rows are their first B slots (``_cache.k`` / ``_valid`` are views),
+        so a row joins or leaves by copying one slot, never the whole cache. Also next positions (B,) and
+        last tokens (B,)."""
         self._rows: list[_Row] = []
-        self._cache: KVCache = self.model.new_cache(0, self.capacity)
-        self._valid = torch.zeros(0, self.capacity, dtype=torch.bool, device=self.device)
+        if not hasattr(self, "_store"):
+            self._store = self.model.new_cache(self.max_batch, self.capacity)
+            self._valid_store = torch.zeros(self.max_batch, self.capacity, dtype=torch.bool, device=self.device)
+        self._cache: KVCache = self.model.new_cache(0, 1)
+        self._cache.max_len = self.capacity
         self._pos = torch.zeros(0, dtype=torch.long, device=self.device)
         self._last = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._resize(0)
+
+    def _resize(self, rows: int) -> None:
+        """Point the cache and mask at the first ``rows`` slots."""
+        self._cache.k, self._cache.v = self._store.k[:, :rows], self._store.v[:, :rows]
+        self._valid = self._valid_store[:rows]
 
     def _run(self) -> None:
         with torch.inference_mode():
@@ -275,8 +286,8 @@ class ContinuousBatcher:
         self._last = torch.cat([self._last, token])
 
     def _merge(self, part: KVCache, P: int) -> None:
-        """Append a batch-1 cache of ``P`` positions as a row ending at the write column."""
-        cache, W = self._cache, self._cache.length
+        """Put a batch-1 cache of ``P`` positions into the next free slot, ending at the write column."""
+        cache, W, B = self._cache, self._cache.length, len(self._rows)
         if P > W:  # shift the running rows right so the newcomer fits before the write column
             d = P - W
             for t in (cache.k, cache.v):
@@ -284,14 +295,12 @@ class ContinuousBatcher:
             self._valid[:, d:P] = self._valid[:, :W].clone()
             self._valid[:, :d] = False
             W = cache.length = P
-        shape = list(cache.k.shape)
-        shape[1] = 1
-        k, v = cache.k.new_zeros(shape), cache.v.new_zeros(shape)  # finite in the masked columns
-        k[:, :, :, W - P:W], v[:, :, :, W - P:W] = part.k, part.v
-        cache.k, cache.v = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1)
-        valid = self._valid.new_zeros(1, self.capacity)
-        valid[0, W - P:W] = True
-        self._valid = torch.cat([self._valid, valid])
+        for store, new in ((self._store.k, part.k), (self._store.v, part.v)):
+            store[:, B, :, :W - P] = 0  # finite in the masked columns
+            store[:, B, :, W - P:W] = new[:, 0]
+        self._valid_store[B] = False
+        self._valid_store[B, W - P:W] = True
+        self._resize(B + 1)
 
     def _step(self) -> None:
         """One decoding forward pass for every row, then one token each."""
@@ -349,10 +358,16 @@ class ContinuousBatcher:
         if not keep:
             self._reset()
             return
-        index = torch.tensor(keep, device=self.device)
-        self._cache.reorder(index)
-        self._valid, self._pos, self._last = self._valid[index], self._pos[index], self._last[index]
-        self._rows = [self._rows[i] for i in keep]
+        n, W = len(keep), self._cache.length
+        holes = [i for i in range(n) if self._rows[i].finished]
+        movers = [j for j in range(n, len(self._rows)) if not self._rows[j].finished]
+        for h, j in zip(holes, movers):  # the last running rows move into the freed slots
+            for store in (self._store.k, self._store.v):
+                store[:, h, :, :W] = store[:, j, :, :W]
+            self._valid_store[h] = self._valid_store[j]
+            self._pos[h], self._last[h], self._rows[h] = self._pos[j], self._last[j], self._rows[j]
+        self._rows, self._pos, self._last = self._rows[:n], self._pos[:n].clone(), self._last[:n].clone()
+        self._resize(n)
 
     def _fail_all(self, exc: Exception) -> None:
         log.exception("text batch failed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -118,25 +119,46 @@ class _Run:
                  configs: list[GenerationConfig], prompt_tokens: int, reservation: int, chat: bool) -> None:
         self.svc, self.model, self.choices, self.chat = svc, model, choices, chat
         self.prompt_tokens, self.reservation = prompt_tokens, reservation
-        self.queue: asyncio.Queue[tuple[int, TextEvent]] = asyncio.Queue()
         self.timer = Timer()
         self.first_token_at: float | None = None
+        # Events arrive from the engine thread; they are collected here and the event loop is woken once
+        # for all that came since it last looked (one wake-up per decoding step, not per token).
+        self._inbox: list[tuple[int, TextEvent]] = []
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self._signalled = False
         loop = asyncio.get_running_loop()
         self.handles = []
         for k, (choice, cfg) in enumerate(zip(choices, configs)):
             def on_event(event: TextEvent, k: int = k) -> None:
-                loop.call_soon_threadsafe(self.queue.put_nowait, (k, event))
+                with self._lock:
+                    self._inbox.append((k, event))
+                    if self._signalled:
+                        return
+                    self._signalled = True
+                loop.call_soon_threadsafe(self._ready.set)
             self.handles.append(batcher.submit(choice.prompt, cfg, on_event))
         self.open = len(choices)
         self.failed: str | None = None
 
     async def events(self) -> AsyncIterator[tuple[_Choice, str]]:
-        """(choice, text piece) as produced; a choice's finish shows in its ``finish_reason``."""
+        """(choice, text) as produced — the pieces that arrived together joined per choice — then
+        (choice, "") when a choice ends (its ``finish_reason`` set)."""
         while self.open:
-            k, event = await self.queue.get()
-            choice = self.choices[k]
-            if event.kind == "text":
-                piece = event.text
+            await self._ready.wait()
+            with self._lock:
+                batch, self._inbox = self._inbox, []
+                self._signalled = False
+                self._ready.clear()
+            texts: dict[int, str] = {}
+            ended: list[tuple[int, TextEvent]] = []
+            for k, event in batch:
+                if event.kind == "text":
+                    texts[k] = texts.get(k, "") + event.text
+                else:
+                    ended.append((k, event))
+            for k, piece in texts.items():
+                choice = self.choices[k]
                 if self.chat and not choice.started:
                     piece = piece.lstrip()
                     choice.started = bool(piece)
@@ -146,15 +168,16 @@ class _Run:
                         self.svc.metrics.ttft.labels(self.model).observe(self.first_token_at)
                     choice.text += piece
                     yield choice, piece
-                continue
-            self.open -= 1
-            choice.completion_tokens = event.completion_tokens
-            if event.kind == "error":
-                self.failed = event.error or "generation failed"
-                choice.finish_reason = "error"
-            else:
-                choice.finish_reason = event.finish_reason
-            yield choice, ""
+            for k, event in ended:
+                self.open -= 1
+                choice = self.choices[k]
+                choice.completion_tokens = event.completion_tokens
+                if event.kind == "error":
+                    self.failed = event.error or "generation failed"
+                    choice.finish_reason = "error"
+                else:
+                    choice.finish_reason = event.finish_reason
+                yield choice, ""
 
     async def wait(self, request: Request) -> None:
         try:
