@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that carry aigc's embedded data sets (and the CJK font that
-# labels plots and grids holding Chinese; PostgreSQL and Chromium for the service tests), when we are
-# root; otherwise says what to install.
+# Installs the Debian packages that carry aigc's embedded data sets (espeak-ng synthesises the speech
+# ones offline; the CJK font labels plots and grids holding Chinese; PostgreSQL and Chromium for the
+# service tests), when we are root; otherwise says what to install.
 # Nothing is downloaded at run time.
 set -u
 packages=(fortunes fortunes-zh sword-text-web sword-text-kjv sword-text-sparv dataset-fashion-mnist
-          fonts-noto-color-emoji fonts-wqy-zenhei)
+          fonts-noto-color-emoji fonts-wqy-zenhei espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
