@@ -78,6 +78,7 @@ def k_weighting_impulse(sr: int, tol: float = 1e-12) -> Tensor:
 def _fft_convolve(x: Tensor, h: Tensor, chunk: int = 1 << 18) -> Tensor:
     """(C, N) * (L,) -> (C, N): causal convolution by overlap-add FFTs, in float64."""
     n, taps = x.shape[-1], h.shape[-1]
+    chunk = min(chunk, n)  # a short clip gets a short FFT
     size = 1 << (chunk + taps - 1).bit_length()
     spectrum = torch.fft.rfft(h, size)
     out = torch.zeros(x.shape[0], n + size, dtype=torch.float64)
