@@ -54,22 +54,36 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _max_lengths(src: Tensor, pad_id: int, cfg: DecodeConfig, cap: int) -> list[int]:
-    src_len = (src != pad_id).sum(1).tolist()
+def _max_lengths(src: Tensor, pad_id: int, cfg: DecodeConfig, cap: int,
+                 src_lengths: list[int] | None = None) -> list[int]:
+    src_len = (src != pad_id).sum(1).tolist() if src_lengths is None else list(src_lengths)
     return [max(1, min(cap, int(cfg.max_len_a * n + cfg.max_len_b))) for n in src_len]
 
 
 @torch.inference_mode()
 def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
-                cfg: DecodeConfig = DecodeConfig(), use_cache: bool = True) -> list[Hypothesis]:
+                cfg: DecodeConfig = DecodeConfig(), use_cache: bool = True,
+                src_lengths: list[int] | None = None) -> list[Hypothesis]:
     """Best hypothesis for each source row of src (B, S) (padded with the model's pad id).
 
     ``use_cache=False`` recomputes the whole prefix every step (for testing the cache).
+    ``src_lengths`` (B,) replaces the source lengths counted from src's padding (for a source that is
+    not token ids, e.g. a speech encoder's output handed over through ``model.start_decoding``).
     """
+    return [h[0] for h in beam_search_n_best(model, src, bos_id=bos_id, eos_id=eos_id, cfg=cfg,
+                                             use_cache=use_cache, src_lengths=src_lengths)]
+
+
+@torch.inference_mode()
+def beam_search_n_best(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
+                       cfg: DecodeConfig = DecodeConfig(), use_cache: bool = True,
+                       src_lengths: list[int] | None = None) -> list[list[Hypothesis]]:
+    """Every finished hypothesis of each source row (at least one), best (``normalized``) first: what
+    :func:`beam_search` picks from, for rescoring (e.g. joint CTC/attention in speech recognition)."""
     K, V = cfg.beam, model.config.vocab_size
     B = src.size(0)
     device = src.device
-    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
+    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1, src_lengths)
     steps = max(max_lens)
     # Every sentence gets G rows (beams); row i*G + k is beam k of the i-th sentence still decoding.
     # All beams start identical, so the first step runs on one row per sentence (G = 1), then K.
@@ -123,7 +137,7 @@ def beam_search(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
         if G == 1:
             state.widen(K)
         active = [active[i] for i in still]
-    return [max(h, key=lambda x: x.normalized) for h in finished]
+    return [sorted(h, key=lambda x: -x.normalized) for h in finished]
 
 
 def _topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -158,10 +172,11 @@ def _done(finished: list[Hypothesis], alive: list, max_len: int, cfg: DecodeConf
 
 @torch.inference_mode()
 def greedy_decode(model: nn.Module, src: Tensor, *, bos_id: int, eos_id: int,
-                  cfg: DecodeConfig = DecodeConfig(beam=1)) -> list[Hypothesis]:
-    """Most likely next token at every step, for each row of src (B, S)."""
+                  cfg: DecodeConfig = DecodeConfig(beam=1), src_lengths: list[int] | None = None
+                  ) -> list[Hypothesis]:
+    """Most likely next token at every step, for each row of src (B, S) (``src_lengths``: as in beam_search)."""
     B, device = src.size(0), src.device
-    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1)
+    max_lens = _max_lengths(src, model.config.pad_id, cfg, model.config.max_len - 1, src_lengths)
     state = model.start_decoding(src, 1, max(max_lens) + 1)
     token = torch.full((B,), bos_id, dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
