@@ -15,13 +15,14 @@ from . import checkpoint as ckpt
 from .diffusion import SamplingConfig, sampling_config
 from .errors import CheckpointError
 from .families import FAMILIES
+from .families.asr.model import SpeechRecognizer
 from .families.image.experts import ExpertImageModel
 from .families.image.model import ImageModel
 from .families.text.model import GenerationConfig, TextModel, generation_config
 from .families.translate.model import Translator
 from .generate.seq2seq import DecodeConfig
 
-Model = TextModel | Translator | ImageModel
+Model = TextModel | Translator | ImageModel | SpeechRecognizer
 
 
 def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Model:
@@ -54,4 +55,4 @@ def load_kind(path: str | Path, kind: type, **kwargs: Any) -> Model:
 
 
 __all__ = ["load", "load_kind", "Model", "TextModel", "Translator", "ImageModel", "ExpertImageModel",
-           "GenerationConfig", "generation_config", "SamplingConfig", "sampling_config", "DecodeConfig"]
+           "SpeechRecognizer", "GenerationConfig", "generation_config", "SamplingConfig", "sampling_config", "DecodeConfig"]

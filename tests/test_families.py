@@ -42,11 +42,35 @@ def _t2i_data(tmp):
     return "shapes", {"val_images": "2", "train_images": "8", "image_size": "16"}
 
 
+def _asr_data(tmp):
+    import math
+
+    from aigc.audio import write_audio
+    folder = tmp / "speech"
+    folder.mkdir()
+    rng = random.Random(0)
+    lines = []
+    for i in range(24):
+        text = " ".join(rng.choice(("ab", "ba", "a", "b")) for _ in range(2))
+        t = torch.arange(int(0.1 * 16000)) / 16000
+        tone = {ch: 0.3 * torch.sin(2 * math.pi * f * t) for ch, f in (("a", 400.0), ("b", 900.0))}
+        wave = torch.cat([tone[ch] if ch != " " else torch.zeros(800) for ch in text])
+        write_audio(folder / f"{i}.wav", wave, 16000)
+        lines.append(f"{i}.wav\t{text}")
+    (folder / "transcripts.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(folder), {"n_valid": "4", "batch_frames": "1000", "val_wer_utterances": "2"}
+
+
+def _transcribe(m):
+    return m.transcribe(torch.zeros(16000).uniform_(-0.1, 0.1), method="joint", beam=2)
+
+
 CASES = {  # family -> (data and overrides, one generation call on the loaded model)
     "text": (_text_data, lambda m: m.generate("the", max_new_tokens=4, seed=0)),
     "translate": (_translate_data, lambda m: m.translate("cat dog sun moon", beam=1)),
     "image": (_image_data, lambda m: m.generate(2, steps=2, label=1, guidance=2.0)),
     "t2i": (_t2i_data, lambda m: m.generate(2, steps=2, prompt="a red circle", guidance=2.0)),
+    "asr": (_asr_data, _transcribe),
 }
 
 
