@@ -15,7 +15,7 @@ from ..errors import AigcError
 from .errors import QuotaExceeded
 from .http import AccessLog, BodyLimit, error_body, error_code, status_of
 from .engines import start_engines, stop_engines
-from .routes import admin, images, jobs, misc, studio, text
+from .routes import admin, audio, images, jobs, misc, studio, text
 from .service import Service
 
 log = logging.getLogger("aigc.serve")
@@ -35,7 +35,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="aigc", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.service = service
-    for module in (misc, text, images, jobs, admin, studio):
+    for module in (misc, text, images, audio, jobs, admin, studio):
         app.include_router(module.router)
     app.add_exception_handler(AigcError, _aigc_error)
     app.add_exception_handler(HTTPException, _http_error)

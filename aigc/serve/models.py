@@ -96,6 +96,8 @@ def _parameters(served: ServedModel) -> dict[str, Any]:
         c, h, w = m.image_shape
         out.update(image_size=f"{w}x{h}", channels=c, text_conditional=m.text_conditional,
                    classes=list(m.class_names) if m.class_names else None)
+    if hasattr(m, "transcribe"):
+        out["sample_rate"] = m.sample_rate
     if hasattr(m, "src_lang"):
         out.update(source_language=m.src_lang, target_language=m.tgt_lang)
     return out

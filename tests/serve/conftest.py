@@ -105,7 +105,7 @@ def serve_runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_models(serve_runs):
-    """The runs loaded once, as ``aigc serve --model`` would (names: text, image, t2i, mt)."""
+    """The runs loaded once, as ``aigc serve --model`` would (names: text, image, t2i, mt, asr)."""
     import aigc
     from aigc.serve.models import load_models
 

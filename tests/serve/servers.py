@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from ..cli.test_asr_cli import TINY as ASR
+from ..cli.test_asr_cli import tone_folder
 from ..conftest import ROOT, run_cli
 
 TEXT = ["--data", "fortunes", "--preset", "tiny", "--model.n_layer=1", "--model.n_embd=32", "--model.block_size=96",
@@ -30,7 +32,8 @@ WORDS = {"the": "el", "cat": "gato", "dog": "perro", "sees": "ve", "big": "grand
 
 
 def train_runs(root: Path) -> dict[str, Path]:
-    """text, image (class-conditional digits, 8x8), t2i (shapes, 32x32) and mt runs, a few steps each."""
+    """text, image (class-conditional digits, 8x8), t2i (shapes, 32x32), mt and asr (tone speech) runs, a few
+    steps each."""
     rng = random.Random(0)
     lines = []
     for _ in range(300):
@@ -38,8 +41,9 @@ def train_runs(root: Path) -> dict[str, Path]:
         lines.append(" ".join(en) + "\t" + " ".join(WORDS[w] for w in en))
     tsv = root / "pairs.tsv"
     tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tones = tone_folder(root / "tones", n=24)
     plan = {"text": ("text", TEXT, 20), "image": ("image", IMAGE, 6), "t2i": ("t2i", T2I, 4),
-            "mt": ("translate", ["--data", str(tsv), *MT], 10)}
+            "mt": ("translate", ["--data", str(tsv), *MT], 10), "asr": ("asr", ["--data", str(tones), *ASR], 4)}
     out = {}
     for name, (family, args, steps) in plan.items():
         out[name] = root / name

@@ -21,7 +21,7 @@ def client(server):
 
 def test_models_list_every_family(client):
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {"text", "image", "t2i", "mt"}
+    assert set(models) == {"text", "image", "t2i", "mt", "asr"}
     assert models["text"].owned_by == "aigc"
     assert client.models.retrieve("t2i").id == "t2i"
 
@@ -141,3 +141,20 @@ def test_translations(server):
     assert r.status_code == 200, r.text
     body = r.json()
     assert [d["index"] for d in body["data"]] == [0, 1] and body["usage"]["prompt_tokens"] > 0
+
+
+def test_audio_transcriptions_in_every_format(client, serve_runs):
+    clip = serve_runs["asr"].parent / "tones" / "u000.wav"
+    out = client.audio.transcriptions.create(model="asr", file=clip.open("rb"))
+    assert isinstance(out.text, str)
+    text = client.audio.transcriptions.create(model="asr", file=clip.open("rb"), response_format="text")
+    assert text.strip() == out.text.strip()
+    verbose = client.audio.transcriptions.create(model="asr", file=clip.open("rb"), response_format="verbose_json")
+    assert verbose.duration > 0 and verbose.text == out.text
+    srt = client.audio.transcriptions.create(model="asr", file=clip.open("rb"), response_format="srt")
+    vtt = client.audio.transcriptions.create(model="asr", file=clip.open("rb"), response_format="vtt")
+    assert vtt.startswith("WEBVTT") and (out.text == "" or "-->" in srt)
+    with pytest.raises(openai.BadRequestError, match="not an audio file|cannot read|audio"):
+        client.audio.transcriptions.create(model="asr", file=("notes.wav", b"this is not audio"))
+    with pytest.raises(openai.BadRequestError, match="not served at"):
+        client.audio.transcriptions.create(model="text", file=clip.open("rb"))

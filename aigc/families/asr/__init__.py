@@ -15,6 +15,5 @@ FAMILY = Family(
                  TrainFlag("batch_frames", "batch_frames", int, "Feature frames per optimizer step "
                                                                  "(padding included).")),
     trained="trained {params:,} parameters for {step} steps ({minutes:.1f} min); best {best}; run in {run}",
-    endpoints=(),  # POST /v1/audio/transcriptions once aigc.serve has the route (declaring it before would
-                   # advertise a route that answers 404)
+    endpoints=("/v1/audio/transcriptions",),
 )
