@@ -75,7 +75,7 @@ def test_studio_streams_text_runs_an_image_job_and_shows_history_and_usage(page,
 
     started = time.monotonic()
     connect(page, server, server.admin)
-    expect(page.locator("#model option")).to_have_count(4)
+    expect(page.locator("#model option")).to_have_count(5)
     assert page.evaluate("localStorage.getItem('aigc.studio.key')") == server.admin
 
     # text: the completion streams in, piece by piece
@@ -180,7 +180,7 @@ def test_studio_shows_the_apis_error_messages(page, server):
 
     page.fill("#api-key", server.admin)
     page.click("#connect")
-    expect(page.locator("#model option")).to_have_count(4)
+    expect(page.locator("#model option")).to_have_count(5)
     expect(page.locator("#error")).to_be_hidden()
     page.select_option("#model", "text")
     page.fill("#prompt", "The ")
@@ -194,14 +194,14 @@ def test_studio_shows_the_apis_error_messages(page, server):
 
     page.reload()  # the key stays in the browser's storage
     expect(page.locator("#api-key")).to_have_value(server.admin)
-    expect(page.locator("#model option")).to_have_count(4)
+    expect(page.locator("#model option")).to_have_count(5)
 
 
 def test_studio_translates_and_offers_the_classes_of_a_class_conditional_model(page, server):
     from playwright.sync_api import expect
 
     connect(page, server, server.admin)
-    expect(page.locator("#model option")).to_have_count(4)
+    expect(page.locator("#model option")).to_have_count(5)
     page.select_option("#model", "mt")
     expect(page.locator("#prompt")).to_be_hidden()
     page.fill("#input", "the cat sees the dog")
@@ -228,3 +228,18 @@ def test_studio_translates_and_offers_the_classes_of_a_class_conditional_model(p
     expect(image).to_have_count(1)
     page.wait_for_function("document.querySelector('#images img').naturalWidth === 16")
     expect(page.locator("#images figcaption")).to_contain_text(f"class {classes[3]}")
+
+
+def test_studio_transcribes_an_uploaded_recording(page, server, serve_runs):
+    from playwright.sync_api import expect
+
+    connect(page, server, server.admin)
+    page.select_option("#model", "asr")
+    expect(page.locator("#audio-file")).to_be_visible()
+    expect(page.locator("#prompt")).to_be_hidden()
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("Choose an audio file")
+    page.set_input_files("#audio-file", str(serve_runs["asr"].parent / "tones" / "u001.wav"))
+    page.click("#generate")
+    expect(page.locator("#output-meta")).to_contain_text("s of audio")
+    assert "audio/transcriptions" in page.evaluate("window.studio.curl")

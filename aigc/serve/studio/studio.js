@@ -96,7 +96,7 @@ async function blobURL(path, list) {
 
 function kindOf(model) {
   if (!model) return null;
-  if (model.family === "text" || model.family === "translate") return model.family;
+  if (model.family === "text" || model.family === "translate" || model.family === "asr") return model.family;
   const p = model.parameters || {};
   return p.text_conditional ? "t2i" : p.classes ? "class" : "uncond";
 }
@@ -150,6 +150,7 @@ function describeModel(m) {
   const p = m.parameters || {};
   if (m.family === "text") return `language model, context ${p.context_length} tokens`;
   if (m.family === "translate") return `translates ${p.source_language} to ${p.target_language}`;
+  if (m.family === "asr") return `speech recogniser, ${p.sample_rate} Hz`;
   const cond = p.text_conditional ? "text-to-image" : p.classes ? `${p.classes.length} classes` : "unconditional";
   return `${cond}, ${p.image_size} pixels, ${p.channels} channel${p.channels === 1 ? "" : "s"}`;
 }
@@ -208,6 +209,7 @@ async function generate(event) {
     const kind = kindOf(model);
     if (kind === "text") await runText(model);
     else if (kind === "translate") await runTranslation(model);
+    else if (kind === "asr") await runTranscription(model);
     else await runImages(model, kind);
   } catch (err) {
     showError(err.name === "AbortError" ? new Error("Stopped.") : err);
@@ -261,6 +263,24 @@ async function runTranslation(model) {
   $("#output").textContent = result.data.map((d) => d.translation).join("\n");
   const u = result.usage;
   if (u) $("#output-meta").textContent = `${u.prompt_tokens} input + ${u.completion_tokens} output tokens`;
+}
+
+async function runTranscription(model) {
+  const file = $("#audio-file").files[0];
+  if (!file) throw new Error("Choose an audio file to transcribe.");
+  const form = new FormData();
+  form.append("model", model.id);
+  form.append("response_format", "verbose_json");
+  form.append("file", file, file.name);
+  $("#curl").textContent = `curl ${location.origin}/v1/audio/transcriptions -H "Authorization: Bearer $AIGC_KEY" ` +
+    `-F model=${model.id} -F file=@${file.name}`;
+  studio.curl = $("#curl").textContent;
+  const res = await fetch("v1/audio/transcriptions", {method: "POST", body: form, signal: studio.abort.signal,
+                                                     headers: {Authorization: `Bearer ${apiKey()}`}});
+  if (!res.ok) throw await apiError(res);
+  const result = await res.json();
+  $("#output").textContent = result.text;
+  $("#output-meta").textContent = `${result.duration.toFixed(1)} s of audio, ${result.segments.length} segment(s)`;
 }
 
 async function runImages(model, kind) {
