@@ -45,6 +45,23 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
                           timeout=timeout, cwd=ROOT, env=env)
 
 
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``aigc ...`` in this process (no interpreter start-up; stand-ins apply): (exit status, stdout, stderr)."""
+    import warnings
+
+    from aigc.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["aigc", *args])
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() redirects warnings
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 TINY = ["--preset", "tiny", "--model.n_layer=1", "--model.n_embd=32", "--model.block_size=32",
         "--train.batch_size=8", "--train.warmup_steps=2", "--train.eval_batches=2", "--no-progress"]
 

@@ -2,8 +2,6 @@
 (shapes prompt adherence; FID/KID and retrieval for captioned data)."""
 import json
 import shutil
-import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from aigc.eval import fid
 from aigc.eval import t2i_captioned as captioned_eval
 from aigc.eval.retrieval import train_contrastive
 
-from ..conftest import run_cli
+from ..conftest import run_cli, run_main
 from ..pipelines.test_t2i_captioned_eval import CFG, STEPS, PixelFeatures, make_captioned_folder, train_tiny_t2i
 
 TINY = ["--preset", "tiny", "--no-progress", "--train_images=64", "--val_images=8", "--train.eval_interval=10"]
@@ -142,21 +140,6 @@ def folder_run(tmp_path_factory):
     return train_tiny_t2i(folder, root / "run")
 
 
-def _main(monkeypatch, capsys, *args):
-    """``aigc ...`` in this process (so the stand-ins apply): (exit status, stdout, stderr)."""
-    from aigc.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["aigc", *args])
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() redirects warnings
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture()
 def stand_ins(tmp_path, monkeypatch):
     """A pixel-statistics Inception, a 3-step contrastive model and a temporary FID cache."""
@@ -176,7 +159,7 @@ def test_eval_t2i_on_a_captioned_folder_prints_fid_and_retrieval(folder_run, sta
                                                                   capsys):
     base = ["eval", "t2i", "--model", str(folder_run), "--n", "3", "--guidance", "1,2", "--steps", "2",
             "--batch-size", "4", "--no-progress"]
-    code, out, err = _main(monkeypatch, capsys, *base)
+    code, out, err = run_main(monkeypatch, capsys, *base)
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0].split() == ["guidance", "FID", "KID", "i->t@1", "i->t@5", "t->i@1", "t->i@5"]
@@ -184,7 +167,7 @@ def test_eval_t2i_on_a_captioned_folder_prints_fid_and_retrieval(folder_run, sta
     assert lines[4].split()[1:] == ["-", "-", "33.3", "100.0", "33.3", "100.0"]  # 1 and 5 of 3 candidates
     assert "3 generated images vs 4 real" in lines[-1] and "test split" in lines[-1] and "(10 images)" in lines[-1]
     plot = tmp_path / "scores.png"
-    code, out, err = _main(monkeypatch, capsys, *base, "--plot", str(plot), "--json")
+    code, out, err = run_main(monkeypatch, capsys, *base, "--plot", str(plot), "--json")
     assert code == 0, err
     result = _last_json(out)
     assert result["n"] == 3 and result["n_ref"] == 4 and result["retrieval_prompts"] == 3
@@ -198,13 +181,13 @@ def test_eval_t2i_bad_input_exits_2(folder_run, stand_ins, tmp_path, monkeypatch
     base = ["eval", "t2i", "--model", str(folder_run), "--steps", "2", "--no-progress"]
     for extra, message in ((["--n", "0"], "--n must be at least 1"), (["--n", "1"], "at least 2"),
                            (["--guidance", "0"], "positive"), (["--batch-size", "0"], "batch-size")):
-        code, out, err = _main(monkeypatch, capsys, *base, *extra)
+        code, out, err = run_main(monkeypatch, capsys, *base, *extra)
         assert code == 2 and message in err and "Traceback" not in err, (extra, err)
     moved = tmp_path / "moved"  # the model's training folder is gone
     shutil.copytree(ckpt.resolve(folder_run), moved)
     config = json.loads((moved / "config.json").read_text())
     (moved / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone")}))
-    code, out, err = _main(monkeypatch, capsys, "eval", "t2i", "--model", str(moved), "--n", "3", "--no-progress")
+    code, out, err = run_main(monkeypatch, capsys, "eval", "t2i", "--model", str(moved), "--n", "3", "--no-progress")
     assert code == 2 and "neither a captioned data set" in err and not out
     assert stand_ins == []  # refused before any contrastive training
 

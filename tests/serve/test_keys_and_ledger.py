@@ -14,7 +14,7 @@ from aigc.serve.keys import authenticate, create_key, list_keys, revoke_key
 from aigc.serve.ledger import admit, finish, usage_report
 from aigc.serve.migrations import MIGRATIONS
 
-from ..conftest import run_cli
+from ..conftest import run_cli, run_main
 
 
 def test_migrations_apply_once(db_url, tmp_path):
@@ -69,16 +69,18 @@ def test_quotas_are_atomic_under_concurrency(db):
     assert sum(r["requests"] for r in report) == 10 and sum(r["completion_tokens"] for r in report) == 50
 
 
-def test_keys_cli(tmp_path):
+def test_keys_cli(tmp_path, monkeypatch, capsys):
     state = ["--state-dir", str(tmp_path)]
-    res = run_cli("keys", "create", "--name", "studio", "--json", *state)
-    assert res.returncode == 0, res.stderr
-    created = json.loads(res.stdout.strip().splitlines()[-1])
+    code, out, err = run_main(monkeypatch, capsys, "keys", "create", "--name", "studio", "--json", *state)
+    assert code == 0, err
+    created = json.loads(out.strip().splitlines()[-1])
     assert created["name"] == "studio" and created["key"].startswith("aigc-")
-    listed = run_cli("keys", "list", "--json", *state)
-    assert listed.returncode == 0 and created["key"] not in listed.stdout and "studio" in listed.stdout
+    code, out, _ = run_main(monkeypatch, capsys, "keys", "list", "--json", *state)
+    assert code == 0 and created["key"] not in out and "studio" in out
     for bad in (["keys", "create", "--name", "studio", *state], ["keys", "list", "--db", "mysql://x"]):
-        res = run_cli(*bad)
-        assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
-    assert run_cli("keys", "revoke", "studio", *state).returncode == 0
-    assert run_cli("usage", "--json", *state).returncode == 0
+        code, _, err = run_main(monkeypatch, capsys, *bad)
+        assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert run_main(monkeypatch, capsys, "keys", "revoke", "studio", *state)[0] == 0
+    assert run_main(monkeypatch, capsys, "usage", "--json", *state)[0] == 0
+    res = run_cli("keys", "list", *state)  # and once as a real process
+    assert res.returncode == 0 and "studio" in res.stdout
