@@ -19,7 +19,7 @@ from aigc.families.asr.recipe import SpeechBatches, encode_utterances, preset
 from aigc.families.asr.data import Utterances
 from aigc.tokenizers import train_tokenizer
 
-from ..conftest import run_cli
+from ..conftest import run_cli, run_main
 
 SR = 16_000
 TONES = {"a": 300.0, "b": 550.0, "c": 800.0, "d": 1200.0, "e": 1700.0}
@@ -106,7 +106,7 @@ def test_transcribe_files_and_lists_with_timing(asr_run, tones, tmp_path):
     assert out["method"] == "joint" and out["beam"] == 2 and out["rtf"] > 0
 
 
-def test_bad_audio_exits_2_with_a_clear_message_and_no_output(asr_run, tones, tmp_path):
+def test_bad_audio_exits_2_with_a_clear_message_and_no_output(asr_run, tones, tmp_path, monkeypatch, capsys):
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio")
     empty = tmp_path / "empty.wav"
@@ -117,25 +117,25 @@ def test_bad_audio_exits_2_with_a_clear_message_and_no_output(asr_run, tones, tm
     cut.write_bytes((tones / "u000.wav").read_bytes()[:30])
     cases = {text: "not a readable audio file", empty: "empty", short: "too short", cut: "",
              tmp_path / "missing.wav": "no such audio file"}
-    for path, message in cases.items():
-        res = run_cli("transcribe", "--model", str(asr_run), str(tones / "u000.wav"), str(path))
-        assert res.returncode == 2, (path, res.stderr)
-        assert res.stderr.startswith("error: ") and message in res.stderr and "Traceback" not in res.stderr
-        assert res.stdout == ""  # every file is checked before any is transcribed
+    for path, message in cases.items():  # in this process: the CLI's own handling, without start-up costs
+        code, out, err = run_main(monkeypatch, capsys, "transcribe", "--model", str(asr_run),
+                                  str(tones / "u000.wav"), str(path))
+        assert code == 2, (path, err)
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+        assert out == ""  # every file is checked before any is transcribed
     res = run_cli("transcribe", "--model", str(asr_run))
     assert res.returncode == 2 and "nothing to transcribe" in res.stderr
 
 
-def test_eval_asr_reports_wer_cer_and_rtf(asr_run):
+def test_eval_asr_reports_wer_cer_and_rtf(asr_run, monkeypatch, capsys):
     res = run_cli("eval", "asr", "--model", str(asr_run), "--json", "--limit", "3", "--method", "greedy-ctc")
     assert res.returncode == 0, res.stderr
     out = _last_json(res.stdout)
     assert out["split"] == "test" and 1 <= out["utterances"] <= 3
     assert out["wer"] >= 0 and out["cer"] >= 0 and out["rtf"] > 0 and out["reference_words"] > 0
-    res = run_cli("eval", "asr", "--model", str(asr_run), "--split", "dev")
-    assert res.returncode == 2 and "test or test-voices" in res.stderr
-    res = run_cli("eval", "asr", "--model", str(asr_run), "--split", "test-voices")
-    assert res.returncode == 2 and "test-voices" in res.stderr and "Traceback" not in res.stderr
+    for split, message in (("dev", "test or test-voices"), ("test-voices", "test-voices")):
+        code, _, err = run_main(monkeypatch, capsys, "eval", "asr", "--model", str(asr_run), "--split", split)
+        assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_python_api_takes_paths_tensors_and_lists(asr_run, tones):
