@@ -6,12 +6,14 @@ is follows from the family the checkpoint records (:mod:`aigc.families`).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import checkpoint as ckpt
+from .checkpoint import zoo
 from .diffusion import SamplingConfig, sampling_config
 from .errors import CheckpointError
 from .families import FAMILIES
@@ -30,7 +32,13 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
 
     ``ema`` prefers the EMA weights when the run kept them. A family may also open folders that are not
     one checkpoint (image: a folder with ``experts.json`` joins runs trained on different noise levels).
+    ``zoo:NAME`` loads a model of the shipped zoo (``aigc/checkpoint/zoo.py``), its files checked first.
     """
+    if zoo.is_ref(path):  # verified against the zoo's manifest; its float16 weights are upcast on purpose
+        folder = zoo.resolve(path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*stores weights as F16.*", category=UserWarning)
+            return load(folder, ema=ema, device=device)
     for family in FAMILIES:
         if family.folder_loader:
             model = family.ref("folder_loader")(path, load, ema=ema, device=device)
