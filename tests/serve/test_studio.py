@@ -152,14 +152,13 @@ def test_studio_streams_text_runs_an_image_job_and_shows_history_and_usage(page,
     page.wait_for_function(f"""() => [...document.querySelectorAll('#history li[data-job="{job}"] img')]
         .every(img => img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0)""")
     expect(page.locator(f'#history li[data-job="{job}"]')).to_contain_text("a red circle")
-    page.click("#usage-refresh")
-    expect(page.locator('#usage tr[data-model="t2i"]')).to_be_visible()
     usage = {row["model"]: row for row in
              httpx.get(server.url + "/v1/usage", headers=auth(server.admin)).json()["data"]}
+    page.click("#usage-refresh")  # the table shown before may predate the curl request's images: wait for it
+    expect(page.locator('#usage tr[data-model="t2i"] td').nth(5)).to_have_text(str(usage["t2i"]["images"]))
     cells = page.locator('#usage tr[data-model="text"] td').all_text_contents()
     assert cells[:2] == ["text", str(usage["text"]["requests"])]
     assert cells[4] == str(usage["text"]["completion_tokens"]) != "0"
-    assert page.locator('#usage tr[data-model="t2i"] td').nth(5).text_content() == str(usage["t2i"]["images"])
 
     shot = tmp_path / "studio.png"
     page.screenshot(path=str(shot), full_page=True)
