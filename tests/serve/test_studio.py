@@ -96,8 +96,11 @@ def test_studio_streams_text_runs_an_image_job_and_shows_history_and_usage(page,
     expect(page.locator("#output-meta")).to_contain_text("completion tokens")
     text = page.text_content("#output")
     lengths = [n for n in page.evaluate("window.lengths") if n]
+    # the page appends each streamed chunk as it is read (chunks > 1); whether the browser also draws more
+    # than one length depends on timing: a tiny model on a quiet machine can stream all 60 tokens within
+    # one network read, so only growth (never shrinking, ending at the whole text) is required of the DOM
     assert text and page.evaluate("window.studio.chunks") > 1
-    assert len(set(lengths)) > 1 and lengths == sorted(lengths) and lengths[-1] == len(text), lengths
+    assert lengths and lengths == sorted(lengths) and lengths[-1] == len(text), lengths
     path, body = curl_body(page)
     assert path == "/v1/completions" and body["max_tokens"] == 60 and body["stream"] is True
 
