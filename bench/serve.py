@@ -362,19 +362,8 @@ def export_gpt2(model, folder: Path) -> dict:
     text_lm.ACTIVATION["name"] = c.activation
     peer = text_lm.peer_model(c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size).eval()
     with torch.no_grad():  # text_lm.copy_peer_weights, the other way round
-        tp = peer.transformer
-        tp.wte.weight.copy_(gpt.wte.weight)
-        tp.wpe.weight.copy_(gpt.wpe.weight)
-        for b, h in zip(gpt.blocks, tp.h):
-            for mine, theirs in ((b.ln_1, h.ln_1), (b.ln_2, h.ln_2)):
-                theirs.weight.copy_(mine.weight)
-                theirs.bias.copy_(mine.bias)
-            for mine, theirs in ((b.attn.qkv, h.attn.c_attn), (b.attn.proj, h.attn.c_proj),
-                                 (b.mlp.fc, h.mlp.c_fc), (b.mlp.proj, h.mlp.c_proj)):
-                theirs.weight.copy_(mine.weight.t())
-                theirs.bias.copy_(mine.bias)
-        tp.ln_f.weight.copy_(gpt.ln_f.weight)
-        tp.ln_f.bias.copy_(gpt.ln_f.bias)
+        for mine, theirs, transposed in text_lm.weight_pairs(gpt, peer):
+            theirs.copy_(mine.t() if transposed else mine)
     diff = text_lm.logit_diff(gpt, peer)
     if diff > 1e-3:
         raise ValueError(f"exported logits differ by {diff:.2e}")

@@ -70,22 +70,28 @@ def ours_model(L: int, H: int, C: int, T: int, V: int) -> GPT:
                          activation=ACTIVATION["name"]))
 
 
-@torch.no_grad()
-def copy_peer_weights(ours: GPT, peer) -> None:
-    """Give our model the peer's weights (GPT-2's Conv1D stores (in, out): transpose)."""
+def weight_pairs(ours: GPT, peer):
+    """(our tensor, the peer's tensor, transposed?) for every weight (GPT-2's Conv1D stores (in, out))."""
     tp = peer.transformer
-    ours.wte.weight.copy_(tp.wte.weight)
-    ours.wpe.weight.copy_(tp.wpe.weight)
+    yield ours.wte.weight, tp.wte.weight, False
+    yield ours.wpe.weight, tp.wpe.weight, False
     for b, h in zip(ours.blocks, tp.h):
         for mine, theirs in ((b.ln_1, h.ln_1), (b.ln_2, h.ln_2)):
-            mine.weight.copy_(theirs.weight)
-            mine.bias.copy_(theirs.bias)
+            yield mine.weight, theirs.weight, False
+            yield mine.bias, theirs.bias, False
         for mine, theirs in ((b.attn.qkv, h.attn.c_attn), (b.attn.proj, h.attn.c_proj),
                              (b.mlp.fc, h.mlp.c_fc), (b.mlp.proj, h.mlp.c_proj)):
-            mine.weight.copy_(theirs.weight.t())
-            mine.bias.copy_(theirs.bias)
-    ours.ln_f.weight.copy_(tp.ln_f.weight)
-    ours.ln_f.bias.copy_(tp.ln_f.bias)
+            yield mine.weight, theirs.weight, True
+            yield mine.bias, theirs.bias, False
+    yield ours.ln_f.weight, tp.ln_f.weight, False
+    yield ours.ln_f.bias, tp.ln_f.bias, False
+
+
+@torch.no_grad()
+def copy_peer_weights(ours: GPT, peer) -> None:
+    """Give our model the peer's weights."""
+    for mine, theirs, transposed in weight_pairs(ours, peer):
+        mine.copy_(theirs.t() if transposed else theirs)
 
 
 @torch.inference_mode()
